@@ -1,0 +1,1 @@
+"""The command-line interface (``changescope``). The core library never imports this package."""

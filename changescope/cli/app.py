@@ -1,0 +1,75 @@
+"""The ``changescope`` command: a Typer app assembled from one module per command group.
+
+User errors (any :class:`~changescope.errors.ChangescopeError`) exit with code 1 and a one-line message; the
+traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from changescope import __version__
+from changescope.cli import demo, inspect, synth
+from changescope.errors import ChangescopeError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="changescope",
+    help="Find the changes that matter in satellite image time series.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"changescope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """Find the changes that matter in satellite image time series."""
+    _state["debug"] = debug
+
+
+for _module in (synth, inspect, demo):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning changescope errors into exit code 1 with a one-line message."""
+    args = sys.argv[1:] if argv is None else argv
+    _state["debug"] = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except ChangescopeError as err:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as ex:
+        sys.exit(ex.exit_code)
+    except Exception as err:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

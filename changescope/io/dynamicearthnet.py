@@ -1,0 +1,1 @@
+"""Placeholder while the reader is being written."""

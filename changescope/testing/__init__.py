@@ -16,13 +16,13 @@ from affine import Affine
 from changescope.io.writers import write_geotiff
 from changescope.series import make_series
 
-__all__ = ["TEST_CRS", "make_test_series", "write_dated_folder", "write_tiny_geotiff"]
+__all__ = ["TEST_CRS", "make_test_series", "utm_transform", "write_dated_folder", "write_tiny_geotiff"]
 
 TEST_CRS = "EPSG:32633"
 """CRS of the test rasters (UTM 33N)."""
 
 
-def test_transform(res: float = 10.0, x0: float = 500_000.0, y0: float = 5_000_000.0) -> Affine:
+def utm_transform(res: float = 10.0, x0: float = 500_000.0, y0: float = 5_000_000.0) -> Affine:
     """North-up transform with square ``res`` pixels and top-left corner ``(x0, y0)``."""
     return Affine(res, 0.0, x0, 0.0, -res, y0)
 
@@ -76,7 +76,7 @@ def make_test_series(
         times=pd.date_range(start, periods=n_time, freq=freq),
         bands=[*bands],
         crs=TEST_CRS,
-        transform=test_transform(),
+        transform=utm_transform(),
         valid=valid,
         labels=labels,
         classes=classes,
@@ -101,7 +101,7 @@ def write_tiny_geotiff(
     rng = np.random.default_rng(seed)
     arr = rng.integers(1, 4000, size=(count, height, width)).astype(dtype)
     return write_geotiff(
-        path, arr, crs=crs, transform=transform or test_transform(), nodata=nodata, descriptions=descriptions
+        path, arr, crs=crs, transform=transform or utm_transform(), nodata=nodata, descriptions=descriptions
     )
 
 

@@ -111,7 +111,7 @@ class PatchGrid:
 
     def patch_at_xy(self, x: float, y: float) -> tuple[int, int] | None:
         """The patch whose origin is nearest below-left of map coordinate ``(x, y)``, or ``None`` outside."""
-        col_f, row_f = ~self.transform * (x, y)
+        col_f, row_f = ~self.transform @ (x, y)
         py, px = int(np.floor(row_f)), int(np.floor(col_f))
         if not (0 <= py < self.height and 0 <= px < self.width):
             return None
@@ -121,8 +121,8 @@ class PatchGrid:
     def bounds(self, row: int, col: int) -> tuple[float, float, float, float]:
         """``(minx, miny, maxx, maxy)`` of a patch in the CRS."""
         y0, x0 = self.origin(row, col)
-        xa, ya = self.transform * (x0, y0)
-        xb, yb = self.transform * (x0 + self.size, y0 + self.size)
+        xa, ya = self.transform @ (x0, y0)
+        xb, yb = self.transform @ (x0 + self.size, y0 + self.size)
         return min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)
 
     def polygon(self, row: int, col: int) -> shapely.Polygon:

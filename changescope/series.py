@@ -17,6 +17,7 @@ Arrays may be numpy or dask: readers build lazy series so that opening a large s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,9 @@ class BandInfo:
 
 def _as_times(times: Sequence[Any] | pd.DatetimeIndex | np.ndarray) -> pd.DatetimeIndex:
     try:
-        index = pd.DatetimeIndex(pd.to_datetime(list(times)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pandas' "could not infer format" on mixed inputs
+            index = pd.DatetimeIndex(pd.to_datetime(list(times), format="mixed"))
     except (ValueError, TypeError) as err:
         raise ParameterError(f"times={list(times)!r} are not dates; pass datetimes or ISO strings") from err
     return index.as_unit("ns")

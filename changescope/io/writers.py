@@ -163,7 +163,8 @@ def _for_storage(ds: xr.Dataset) -> xr.Dataset:
 def write_series_zarr(ds: xr.Dataset, path: Path | str) -> Path:
     """Write a series to a Zarr store (atomically); :func:`changescope.open` reads it back."""
     with atomic_path(path) as tmp:
-        _for_storage(ds).to_zarr(tmp, mode="w", consolidated=True)
+        # Zarr format 2: readable by every Zarr implementation, with consolidated metadata.
+        _for_storage(ds).to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
     return Path(path)
 
 

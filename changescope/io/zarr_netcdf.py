@@ -24,6 +24,8 @@ def _finish(ds: xr.Dataset, path: Path) -> xr.Dataset:
         )
     ds["valid"] = ds["valid"].astype(bool)
     ds["valid"].attrs.pop("flag_meaning", None)
+    if "spatial_ref" in ds.data_vars:
+        ds = ds.set_coords("spatial_ref")
     if "spatial_ref" in ds.coords:
         ds = ds.rio.write_grid_mapping("spatial_ref")
     return ds

@@ -1,0 +1,225 @@
+"""Ground truth of change per patch, from land-cover labels or from bi-temporal change masks.
+
+These are the rules evaluation uses; they are deliberately simple and written down here.
+
+From labels (two dates ``a`` -> ``b``):
+
+1. A pixel is *comparable* when it is labelled (class id >= 0) at both dates, and *changed* when it is comparable
+   and its class differs.
+2. ``fraction`` of a patch = changed pixels / comparable pixels. When fewer than ``min_labelled`` (default 50 %)
+   of the patch's pixels are comparable, the patch's truth is unknown: ``fraction`` is NaN and ``changed`` False,
+   and ``known`` is False (evaluation drops such patches).
+3. The patch's change type is its *dominant transition*: the ``(from, to)`` class pair with the most changed
+   pixels (ties go to the smallest ``from * n + to``); ``-1, -1`` when no pixel changed.
+4. A patch has *changed* when ``fraction >= min_fraction`` (default 0.05: at least 5 % of its comparable pixels).
+
+Per-patch per-date series compare each date with the previous date (``reference="previous"``, the default, which
+marks the month a change appears) or with the first date (``reference="first"``, cumulative change).
+
+From a change mask (OSCD: stored 1 = no change, 2 = change; exposed by the reader as ``change`` with 1 = change,
+0 = no change, -1 = unknown): ``fraction`` = changed pixels / known pixels, and the same ``min_fraction`` and
+``min_labelled`` rules apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from numpy.typing import NDArray
+
+from changescope.errors import GridMismatchError, ParameterError
+from changescope.grid import PatchGrid
+
+__all__ = [
+    "DEFAULT_MIN_FRACTION",
+    "DEFAULT_MIN_LABELLED",
+    "PatchChange",
+    "mask_change",
+    "patch_change",
+    "patch_change_series",
+    "series_truth",
+]
+
+DEFAULT_MIN_FRACTION = 0.05
+"""A patch has changed when at least this share of its comparable pixels changed class."""
+
+DEFAULT_MIN_LABELLED = 0.5
+"""A patch's truth is unknown when fewer than this share of its pixels are comparable."""
+
+
+@dataclass(frozen=True)
+class PatchChange:
+    """Per-patch change truth between two dates; every array is ``(n_rows, n_cols)``.
+
+    Attributes:
+        fraction: Share of comparable pixels that changed (NaN when unknown).
+        known: Whether enough pixels were comparable to decide.
+        changed: ``known & (fraction >= min_fraction)``.
+        from_class: Class before of the dominant transition (-1 when none).
+        to_class: Class after of the dominant transition (-1 when none).
+    """
+
+    fraction: NDArray[np.float64]
+    known: NDArray[np.bool_]
+    changed: NDArray[np.bool_]
+    from_class: NDArray[np.int64]
+    to_class: NDArray[np.int64]
+
+
+def _check_fractions(min_fraction: float, min_labelled: float) -> None:
+    if not 0 < min_fraction <= 1:
+        raise ParameterError(f"min_fraction={min_fraction!r} must be in (0, 1]")
+    if not 0 < min_labelled <= 1:
+        raise ParameterError(f"min_labelled={min_labelled!r} must be in (0, 1]")
+
+
+def patch_change(
+    labels_a: NDArray[np.integer[Any]],
+    labels_b: NDArray[np.integer[Any]],
+    grid: PatchGrid,
+    *,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
+    min_labelled: float = DEFAULT_MIN_LABELLED,
+) -> PatchChange:
+    """Per-patch change between two label maps (see the module docstring for the rules).
+
+    Args:
+        labels_a: Class ids at the earlier date ``(height, width)``, negative = unlabelled.
+        labels_b: Class ids at the later date, same grid.
+        grid: The patch grid.
+        min_fraction: Changed share from which a patch counts as changed.
+        min_labelled: Comparable share under which a patch's truth is unknown.
+    """
+    _check_fractions(min_fraction, min_labelled)
+    a = np.asarray(labels_a).astype(np.int64)
+    b = np.asarray(labels_b).astype(np.int64)
+    if a.shape != b.shape:
+        raise GridMismatchError(f"label maps have shapes {a.shape!r} and {b.shape!r}; they must share one grid")
+    comparable = (a >= 0) & (b >= 0)
+    changed_px = comparable & (a != b)
+    n_cls = int(max(a.max(initial=0), b.max(initial=0))) + 1
+    code = np.where(changed_px, a * n_cls + b, -1)
+    comp_frac = grid.aggregate(comparable, "fraction")
+    changed_frac = grid.aggregate(changed_px, "fraction")
+    known = comp_frac >= min_labelled
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(known, changed_frac / np.maximum(comp_frac, 1e-12), np.nan)
+    dominant = grid.aggregate(code, "majority")
+    from_class = np.where(dominant >= 0, dominant // n_cls, -1)
+    to_class = np.where(dominant >= 0, dominant % n_cls, -1)
+    return PatchChange(
+        fraction=fraction,
+        known=known,
+        changed=known & (np.nan_to_num(fraction) >= min_fraction),
+        from_class=from_class.astype(np.int64),
+        to_class=to_class.astype(np.int64),
+    )
+
+
+def mask_change(
+    mask: NDArray[np.integer[Any]],
+    grid: PatchGrid,
+    *,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
+    min_labelled: float = DEFAULT_MIN_LABELLED,
+) -> PatchChange:
+    """Per-patch change from a bi-temporal change mask (1 = change, 0 = no change, negative = unknown).
+
+    The transition arrays are all -1: a mask carries no classes.
+    """
+    _check_fractions(min_fraction, min_labelled)
+    m = np.asarray(mask).astype(np.int64)
+    known_px = m >= 0
+    known_frac = grid.aggregate(known_px, "fraction")
+    changed_frac = grid.aggregate(known_px & (m > 0), "fraction")
+    known = known_frac >= min_labelled
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(known, changed_frac / np.maximum(known_frac, 1e-12), np.nan)
+    none = np.full(grid.shape, -1, dtype=np.int64)
+    return PatchChange(
+        fraction=fraction,
+        known=known,
+        changed=known & (np.nan_to_num(fraction) >= min_fraction),
+        from_class=none,
+        to_class=none.copy(),
+    )
+
+
+def patch_change_series(
+    labels: xr.DataArray,
+    grid: PatchGrid,
+    *,
+    reference: Literal["previous", "first"] = "previous",
+    min_fraction: float = DEFAULT_MIN_FRACTION,
+    min_labelled: float = DEFAULT_MIN_LABELLED,
+) -> xr.Dataset:
+    """Per-patch, per-date change truth from a label series ``(time, y, x)``.
+
+    Dates whose label map is entirely unlabelled (e.g. daily images between label days) are skipped.
+
+    Returns:
+        Dataset over ``(time, row, col)`` (``time`` = the later date of each compared pair) with variables
+        ``fraction``, ``known``, ``changed``, ``from_class``, ``to_class``; ``attrs`` record the rules' parameters.
+    """
+    if reference not in ("previous", "first"):
+        raise ParameterError(f"reference={reference!r} must be 'previous' or 'first'")
+    if tuple(labels.dims) != ("time", "y", "x"):
+        raise ParameterError(f"labels have dims {tuple(labels.dims)!r}, expected ('time', 'y', 'x')")
+    arr = np.asarray(labels.values)
+    times = pd.DatetimeIndex(labels["time"].values)
+    keep = [t for t in range(arr.shape[0]) if (arr[t] >= 0).any()]
+    if len(keep) < 2:
+        raise ParameterError("labels: fewer than two labelled dates; change truth needs at least two")
+    results = []
+    for i, t in enumerate(keep[1:], start=1):
+        before = keep[0] if reference == "first" else keep[i - 1]
+        results.append(patch_change(arr[before], arr[t], grid, min_fraction=min_fraction, min_labelled=min_labelled))
+    coords = {"time": times[keep[1:]].values, "row": np.arange(grid.n_rows), "col": np.arange(grid.n_cols)}
+    dims = ("time", "row", "col")
+    return xr.Dataset(
+        {name: (dims, np.stack([getattr(r, name) for r in results])) for name in PatchChange.__dataclass_fields__},
+        coords=coords,
+        attrs={
+            "reference": reference,
+            "min_fraction": min_fraction,
+            "min_labelled": min_labelled,
+            "patch_size": grid.size,
+            "stride": grid.stride,
+        },
+    )
+
+
+def series_truth(
+    ds: xr.Dataset,
+    grid: PatchGrid,
+    *,
+    reference: Literal["previous", "first"] = "previous",
+    min_fraction: float = DEFAULT_MIN_FRACTION,
+    min_labelled: float = DEFAULT_MIN_LABELLED,
+) -> xr.Dataset:
+    """Change truth of a series: from its ``labels``, or from its ``change`` mask (OSCD).
+
+    For a change mask the result has one date, the series' last.
+
+    Raises:
+        ParameterError: The series has neither labels nor a change mask.
+    """
+    if "labels" in ds:
+        return patch_change_series(
+            ds["labels"], grid, reference=reference, min_fraction=min_fraction, min_labelled=min_labelled
+        )
+    if "change" in ds:
+        res = mask_change(np.asarray(ds["change"].values), grid, min_fraction=min_fraction, min_labelled=min_labelled)
+        coords = {"time": ds["time"].values[-1:], "row": np.arange(grid.n_rows), "col": np.arange(grid.n_cols)}
+        return xr.Dataset(
+            {name: (("time", "row", "col"), getattr(res, name)[None]) for name in PatchChange.__dataclass_fields__},
+            coords=coords,
+            attrs={"reference": "first", "min_fraction": min_fraction, "min_labelled": min_labelled},
+        )
+    raise ParameterError(
+        "the series has no 'labels' or 'change' variable; give truth as land-cover labels or a change mask"
+    )

@@ -20,6 +20,7 @@ __all__ = [
     "NoImagesFoundError",
     "ParameterError",
     "UnknownFormatError",
+    "WeightsNotFoundError",
 ]
 
 
@@ -69,3 +70,7 @@ class UnknownFormatError(ChangescopeError, ValueError):
 
 class MissingDependencyError(ChangescopeError, ImportError):
     """An optional dependency needed by a feature is not installed."""
+
+
+class WeightsNotFoundError(ChangescopeError, FileNotFoundError):
+    """Model weights are needed but not available (wrong path, or offline with an empty cache)."""

@@ -1,0 +1,1 @@
+"""Placeholder while this encoder family is being written."""

@@ -1,0 +1,189 @@
+"""Change scores per patch per date: references, scorers and the per-date AOI-level normalisation.
+
+``ChangeScorer(method, reference, ...).fit(X, valid, times)`` scores every observation of every patch against
+that patch's reference observations (:mod:`changescope.change.reference`) with a distance or the Local Outlier
+Factor (:mod:`changescope.change.scorers`), vectorised across patches and processed in chunks of patches so
+memory stays bounded. Invalid observations (cloudy, nodata, too few clear pixels) are never scored and never enter
+a reference.
+
+The raw scores are then normalised per date across the AOI with a robust z-score (median / MAD over the patches
+scored that date). A global illumination or haze change shifts every patch's raw score of that date by about the
+same amount; the per-date normalisation cancels it, so only patches that change *more than the AOI as a whole*
+stand out.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from changescope.change.reference import REFERENCES, Reference, reference_mask
+from changescope.change.scorers import Metric, PatchDistance, PatchLOF
+from changescope.errors import ParameterError
+
+__all__ = ["METHODS", "ChangeScorer", "Method", "robust_zscore"]
+
+Method: TypeAlias = Literal["distance", "lof"]
+METHODS: tuple[str, ...] = ("distance", "lof")
+F64 = NDArray[np.float64]
+
+
+def robust_zscore(scores: F64, min_patches: int = 5) -> F64:
+    """Per-date robust z-score across patches: ``(s - median_t) / (1.4826 * MAD_t)``.
+
+    Args:
+        scores: ``(T, N)`` raw scores, NaN where not scored.
+        min_patches: Dates with fewer scored patches keep NaN (too few to estimate the AOI's level).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    out = np.full_like(s, np.nan)
+    for t in range(s.shape[0]):
+        row = s[t]
+        fin = np.isfinite(row)
+        if fin.sum() < min_patches:
+            continue
+        med = np.median(row[fin])
+        mad = np.median(np.abs(row[fin] - med)) * 1.4826
+        if mad <= 1e-12:
+            mad = max(float(np.std(row[fin])), 1e-9 + 1e-6 * abs(med))
+        out[t] = (row - med) / mad
+    return out
+
+
+def _gather(Xn: F64, mask: NDArray[np.bool_]) -> tuple[F64, NDArray[np.bool_]]:
+    """Compress ``(N, T, D)`` with a slot mask ``(N, T)`` to ``(N, K, D)``, K = most references of any patch."""
+    k = max(int(mask.sum(axis=1).max(initial=0)), 1)
+    order = np.argsort(~mask, axis=1, kind="stable")[:, :k]
+    R = np.take_along_axis(Xn, order[..., None], axis=1)
+    return R, np.take_along_axis(mask, order, axis=1)
+
+
+class ChangeScorer:
+    """Score change per patch per date against reference observations.
+
+    Args:
+        method: ``"distance"`` to the reference centroid, or ``"lof"`` (novelty Local Outlier Factor among the
+            patch's reference observations).
+        reference: ``"first"`` k dates, ``"previous"`` date, ``"rolling"`` last k dates, or ``"season"`` (same
+            season of the previous year).
+        k: Reference size for ``"first"`` and ``"rolling"``.
+        n_neighbors: LOF neighbours (capped per patch by its reference count minus one).
+        metric: ``"cosine"`` or ``"euclidean"``; default cosine for distance, euclidean for LOF.
+        normalize: Apply the per-date robust z-score across patches.
+        season_window: Days either side of one year earlier for ``reference="season"``.
+        chunk: Patches processed at once (bounds memory).
+    """
+
+    def __init__(
+        self,
+        method: Method = "lof",
+        reference: Reference = "first",
+        k: int = 3,
+        n_neighbors: int = 20,
+        metric: Metric | None = None,
+        normalize: bool = True,
+        season_window: int = 45,
+        chunk: int = 4096,
+    ) -> None:
+        self.method = method
+        self.reference = reference
+        self.k = k
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.normalize = normalize
+        self.season_window = season_window
+        self.chunk = chunk
+
+    def _validate(self, X: NDArray[np.floating], valid: NDArray[np.bool_], n_times: int) -> None:
+        if self.method not in METHODS:
+            raise ParameterError(f"method={self.method!r} is unknown; choose one of {list(METHODS)!r}")
+        if self.reference not in REFERENCES:
+            raise ParameterError(f"reference={self.reference!r} is unknown; choose one of {list(REFERENCES)!r}")
+        if X.ndim != 3:
+            raise ParameterError(f"embeddings must be (time, patches, dim), got shape {X.shape!r}")
+        if valid.shape != X.shape[:2]:
+            raise ParameterError(f"valid has shape {valid.shape!r}, expected {X.shape[:2]!r}")
+        if n_times != X.shape[0]:
+            raise ParameterError(f"got {n_times} times for {X.shape[0]} dates of embeddings")
+        if self.chunk < 1:
+            raise ParameterError(f"chunk={self.chunk!r} must be >= 1")
+
+    def fit(
+        self,
+        X: NDArray[np.floating],
+        valid: NDArray[np.bool_],
+        times: pd.DatetimeIndex | NDArray[np.datetime64],
+    ) -> ChangeScorer:
+        """Score every observation of every patch.
+
+        Args:
+            X: ``(T, N, D)`` embeddings (NaN rows = no embedding).
+            valid: ``(T, N)`` usable observations (e.g. ``valid_fraction >= min_valid``).
+            times: ``T`` sorted dates.
+
+        Returns:
+            ``self`` with ``raw_scores_ (T, N)``, ``scores_ (T, N)`` (normalised when ``normalize``), NaN where
+            not scored, and ``scored_ (T, N)``.
+
+        Raises:
+            ParameterError: Bad arguments, or ``lof`` with fewer than 2 reference observations for every patch
+                (e.g. a two-date series): use ``method="distance"`` there.
+        """
+        X = np.asarray(X)
+        valid = np.asarray(valid, dtype=bool)
+        self._validate(X, valid, len(times))
+        valid = valid & np.isfinite(X).all(axis=2)
+        n_t, n = valid.shape
+        raw = np.full((n_t, n), np.nan)
+        scored_all = np.zeros((n_t, n), dtype=bool)
+        max_ref = 0
+        for lo in range(0, n, self.chunk):
+            sl = slice(lo, min(lo + self.chunk, n))
+            ref, scored = reference_mask(valid[:, sl], times, self.reference, self.k, self.season_window)
+            max_ref = max(max_ref, int(ref.sum(axis=1).max(initial=0)))
+            Xn = np.asarray(X[:, sl], dtype=np.float64).transpose(1, 0, 2)
+            Xn = np.where(np.isfinite(Xn), Xn, 0.0)
+            raw[:, sl] = self._score_chunk(Xn, ref, scored)
+            scored_all[:, sl] = scored
+        if self.method == "lof" and max_ref < 2:
+            raise ParameterError(
+                f"method='lof' needs at least 2 reference observations per patch, but with reference="
+                f"{self.reference!r} and k={self.k} this series of {n_t} date(s) gives at most {max_ref}; "
+                "use method='distance' (e.g. for two-date pairs such as OSCD) or a longer series"
+            )
+        raw = np.where(scored_all, raw, np.nan)
+        self.raw_scores_ = raw
+        self.scored_ = scored_all & np.isfinite(raw)
+        self.scores_ = robust_zscore(raw) if self.normalize else raw
+        return self
+
+    def _make(self) -> PatchDistance | PatchLOF:
+        if self.method == "distance":
+            return PatchDistance(metric=self.metric or "cosine")
+        return PatchLOF(n_neighbors=self.n_neighbors, metric=self.metric or "euclidean")
+
+    def _score_chunk(self, Xn: F64, ref: NDArray[np.bool_], scored: NDArray[np.bool_]) -> F64:
+        n_t = ref.shape[0]
+        out = np.full((n_t, Xn.shape[0]), np.nan)
+        if self.reference == "first":
+            R, m = _gather(Xn, ref[0].T)
+            out[:] = self._make().fit(R, m).score(Xn).T
+            return out
+        for t in range(n_t):
+            if not scored[t].any():
+                continue
+            R, m = _gather(Xn, ref[t].T)
+            out[t] = self._make().fit(R, m).score(Xn[:, t : t + 1])[:, 0]
+        return out
+
+    def score(
+        self,
+        X: NDArray[np.floating],
+        valid: NDArray[np.bool_],
+        times: pd.DatetimeIndex | NDArray[np.datetime64],
+    ) -> F64:
+        """``fit(X, valid, times).scores_``."""
+        return self.fit(X, valid, times).scores_

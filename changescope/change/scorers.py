@@ -152,7 +152,7 @@ class PatchLOF:
     def score(self, Q: NDArray[np.floating]) -> F64:
         """LOF of queries ``(N, M, D)`` -> ``(N, M)`` (about 1 = inlier, larger = more outlying)."""
         Q64 = np.asarray(Q, dtype=np.float64)
-        bad_q: NDArray[np.bool_] = ~np.isfinite(Q64).all(axis=2)
+        bad_q = np.asarray(~np.isfinite(Q64).all(axis=2), dtype=bool)
         Q64 = np.where(bad_q[..., None], 0.0, Q64)
         if self.metric == "cosine":
             Q64 = _unit(Q64)

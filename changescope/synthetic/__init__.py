@@ -1,0 +1,37 @@
+"""Synthetic AOIs in the DynamicEarthNet layout, with known change events and non-semantic nuisances.
+
+:func:`make_aoi` writes an AOI to disk; :func:`generate_aoi` returns the same arrays in memory. The rules live in
+the modules' docstrings:
+
+- :mod:`~changescope.synthetic.landscape`: the land-cover map (parcels, stands, town, roads, water);
+- :mod:`~changescope.synthetic.radiometry`: spectra, seasonal phenology and crop rotation (not a change);
+- :mod:`~changescope.synthetic.events`: the semantic change events and what they do to the labels;
+- :mod:`~changescope.synthetic.nuisance`: illumination, haze, clouds and shadows, misregistration, gap filling;
+- :mod:`~changescope.synthetic.aoi`: the on-disk layout.
+"""
+
+from changescope.synthetic.aoi import TILE, ZONE, AoiInfo, AoiLayout, make_aoi
+from changescope.synthetic.events import EVENT_TYPES, EventType
+from changescope.synthetic.generate import CRS, PIXEL_SIZE, AoiParams, Frame, SyntheticAoi, generate_aoi, iter_frames
+from changescope.synthetic.landscape import CLASS_NAMES
+from changescope.synthetic.radiometry import BANDS, CROP_NAMES
+
+__all__ = [
+    "BANDS",
+    "CLASS_NAMES",
+    "CROP_NAMES",
+    "CRS",
+    "EVENT_TYPES",
+    "PIXEL_SIZE",
+    "TILE",
+    "ZONE",
+    "AoiInfo",
+    "AoiLayout",
+    "AoiParams",
+    "EventType",
+    "Frame",
+    "SyntheticAoi",
+    "generate_aoi",
+    "iter_frames",
+    "make_aoi",
+]

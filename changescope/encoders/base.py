@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from changescope.errors import ParameterError
+
 __all__ = ["BandSpec", "Encoder", "EncoderMeta", "Normalization", "WeightsSource"]
 
 WeightsKind = Literal["none", "local", "hf", "torchhub", "url", "timm", "torchgeo"]
@@ -135,6 +137,37 @@ class Encoder(ABC):
     def to(self, device: str | torch.device) -> Encoder:
         """Move the encoder to ``device`` (no-op for encoders without parameters)."""
         return self
+
+    def check_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Validate encoder input and return it as float32 on :attr:`device`.
+
+        Args:
+            tiles: ``(N, C, H, W)`` with ``C == meta.in_chans`` (any ``C`` when the meta has no bands) and ``H``,
+                ``W`` multiples of :attr:`patch_size`.
+
+        Returns:
+            ``(N, C, H, W)`` float32 on :attr:`device`.
+
+        Raises:
+            ParameterError: Wrong rank, channel count or tile size; the message says what is expected.
+        """
+        if tiles.ndim != 4:
+            raise ParameterError(
+                f"tiles of shape {tuple(tiles.shape)!r} given to encoder {self.meta.name!r}; expected (N, C, H, W)"
+            )
+        c, h, w = tiles.shape[1:]
+        if self.meta.in_chans and c != self.meta.in_chans:
+            raise ParameterError(
+                f"tiles have {c} channels but encoder {self.meta.name!r} expects {self.meta.in_chans} "
+                f"({[b.name for b in self.meta.bands]!r}); select them with changescope.encoders.bands.band_indices"
+            )
+        p = self.patch_size
+        if h % p or w % p:
+            raise ParameterError(
+                f"tiles of {h}x{w} px given to encoder {self.meta.name!r}; height and width must be multiples of "
+                f"its patch size {p} (pad or crop the tiles)"
+            )
+        return tiles.to(device=self.device, dtype=torch.float32)
 
     @abstractmethod
     def feature_map(self, tiles: torch.Tensor) -> torch.Tensor:

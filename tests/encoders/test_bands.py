@@ -1,0 +1,89 @@
+"""Band mapping (name, alias, wavelength) and reflectance normalisation into encoder input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from changescope.encoders.bands import band_indices, normalize
+from changescope.encoders.base import BandSpec, EncoderMeta, Normalization
+from changescope.errors import BandMismatchError, ParameterError
+from changescope.series import BandInfo
+
+S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+
+
+def meta(*bands: BandSpec) -> EncoderMeta:
+    return EncoderMeta("enc", "test", tuple(bands), None, 64, 8, 16)
+
+
+def series(*names: str) -> list[BandInfo]:
+    return [BandInfo.from_name(n) for n in names]
+
+
+def test_by_name_in_encoder_order() -> None:
+    m = meta(BandSpec("red"), BandSpec("green"), BandSpec("blue"))
+    assert band_indices(series("blue", "green", "red", "nir"), m) == [2, 1, 0]
+
+
+def test_by_alias_both_ways() -> None:
+    rgb = meta(BandSpec("red", 0.665), BandSpec("green", 0.56), BandSpec("blue", 0.49))
+    assert band_indices(series(*S2), rgb) == [3, 2, 1]
+    s2_rgb = meta(BandSpec("B04"), BandSpec("B03"), BandSpec("B02"))
+    assert band_indices(series("blue", "green", "red", "nir"), s2_rgb) == [2, 1, 0]
+    assert band_indices(series("R", "G", "B"), s2_rgb) == [0, 1, 2]
+
+
+def test_by_wavelength_within_tolerance() -> None:
+    m = meta(BandSpec("nir_narrow", 0.865), BandSpec("red", 0.665))
+    odd = [BandInfo("band_1", 0.66), BandInfo("band_2", 0.85), BandInfo("band_3", None)]
+    assert band_indices(odd, m) == [1, 0]
+    with pytest.raises(BandMismatchError):
+        band_indices([BandInfo("band_2", 0.80)], meta(BandSpec("nir_narrow", 0.865)))
+    assert band_indices([BandInfo("band_2", 0.80)], meta(BandSpec("nir_narrow", 0.865)), tolerance=0.1) == [0]
+
+
+def test_missing_band_lists_the_series_bands() -> None:
+    m = meta(BandSpec("swir1", 1.61))
+    with pytest.raises(BandMismatchError) as err:
+        band_indices(series("blue", "green", "red", "nir"), m)
+    msg = str(err.value)
+    assert "'swir1'" in msg and "['blue', 'green', 'red', 'nir']" in msg and "'enc'" in msg
+
+
+def test_encoders_without_bands_take_all() -> None:
+    assert band_indices(series("blue", "nir", "B11"), meta()) == [0, 1, 2]
+
+
+def test_normalize_meanstd_with_nan() -> None:
+    x = torch.tensor([[[[0.1, 0.3]], [[0.2, torch.nan]]]])  # (1, 2, 1, 2)
+    out = normalize(x, Normalization("meanstd", mean=(0.1, 0.2), std=(0.1, 0.05)))
+    torch.testing.assert_close(out, torch.tensor([[[[0.0, 2.0]], [[0.0, 0.0]]]]))
+
+
+def test_normalize_stretch_ignores_nan_and_clips() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=gen) * 0.3
+    x[0, 1, :4] = torch.nan
+    x[1, 0, 0, 0] = torch.inf
+    out = normalize(x, Normalization("stretch", low=2.0, high=98.0))
+    assert torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+    assert (out[0, 1, :4] == 0).all() and out[1, 0, 0, 0] == 0
+    flat = x[1, 2].flatten().numpy()
+    lo, hi = np.percentile(flat, [2, 98])
+    want = np.clip((x[1, 2].numpy() - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(out[1, 2].numpy(), want, atol=1e-5)
+    scaled = normalize(x, Normalization("stretch", mean=(0.5,) * 3, std=(0.25,) * 3))
+    torch.testing.assert_close(scaled[1, 2], (out[1, 2] - 0.5) / 0.25)
+
+
+def test_normalize_none_only_zeroes_invalid() -> None:
+    x = torch.tensor([[[[0.1, torch.nan, -torch.inf, 0.4]]]])
+    torch.testing.assert_close(normalize(x, Normalization("none")), torch.tensor([[[[0.1, 0.0, 0.0, 0.4]]]]))
+
+
+def test_normalize_checks_stat_lengths() -> None:
+    with pytest.raises(ParameterError, match="3 channels"):
+        normalize(torch.zeros(1, 3, 2, 2), Normalization("meanstd", mean=(0.0, 0.0), std=(1.0, 1.0)))

@@ -22,14 +22,6 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def sample(root: Path, name: str) -> Path:
-    """A sample folder inside the shared data; skips when missing."""
-    path = root / name
-    if not path.exists():
-        pytest.skip(f"sample {name!r} not found in {root}")
-    return path
-
-
 @pytest.fixture
 def tiny_series() -> xr.Dataset:
     """A 4-date, 4-band, 64x64 seeded series."""

@@ -16,7 +16,7 @@ from affine import Affine
 from changescope.io.writers import write_geotiff
 from changescope.series import make_series
 
-__all__ = ["TEST_CRS", "make_test_series", "utm_transform", "write_dated_folder", "write_tiny_geotiff"]
+__all__ = ["TEST_CRS", "make_test_series", "shared_sample", "utm_transform", "write_dated_folder", "write_tiny_geotiff"]
 
 TEST_CRS = "EPSG:32633"
 """CRS of the test rasters (UTM 33N)."""
@@ -110,3 +110,13 @@ def write_dated_folder(folder: Path | str, ds: xr.Dataset) -> Path:
     from changescope.io.writers import write_series_folder
 
     return write_series_folder(ds, folder)
+
+
+def shared_sample(root: Path, name: str) -> Path:
+    """Path of a real sample under ``root`` (e.g. ``../shared/data``); skips the calling pytest test when absent."""
+    path = Path(root) / name
+    if not path.exists():
+        import pytest
+
+        pytest.skip(f"sample {name!r} not found in {root}")
+    return path

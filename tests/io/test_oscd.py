@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
-from conftest import sample
+from changescope.testing import shared_sample as sample
 from rasterio.errors import NotGeoreferencedWarning
 
 import changescope

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from conftest import sample
+from changescope.testing import shared_sample as sample
 
 import changescope
 from changescope.errors import (

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
-from changescope.testing import shared_sample as sample
 from rasterio.errors import NotGeoreferencedWarning
 
 import changescope
@@ -26,6 +25,7 @@ from changescope.io.bandfiles import SENTINEL2_TOKENS
 from changescope.io.oscd import decode_change_mask, read_dates_txt, read_oscd_change_mask
 from changescope.io.registry import detect_format
 from changescope.io.writers import write_geotiff
+from changescope.testing import shared_sample as sample
 
 CITIES = ("aguasclaras", "bercy", "bordeaux", "nantes", "paris", "rennes")
 S2_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]

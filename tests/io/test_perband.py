@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from changescope.testing import shared_sample as sample
 
 import changescope
 from changescope.errors import (
@@ -25,6 +24,7 @@ from changescope.io.perband import parse_band_file
 from changescope.io.registry import detect_format
 from changescope.io.writers import write_geotiff, write_series_folder
 from changescope.testing import TEST_CRS, make_test_series, utm_transform
+from changescope.testing import shared_sample as sample
 
 CBERS = "cbers4_awfi_sits"
 CBERS_FILE = "CBERS-4_AWFI_{}_{}.tif"

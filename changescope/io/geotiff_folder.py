@@ -26,6 +26,7 @@ from changescope.io.dates import date_from_name, parse_date
 from changescope.io.raster import RASTER_SUFFIXES, is_raster, raster_meta, read_lazy
 from changescope.io.registry import register_reader
 from changescope.io.stack import DateImage, stack_dates
+from changescope.series import BandInfo
 
 __all__ = ["GeoTiffFolderReader", "read_class_table"]
 
@@ -95,7 +96,13 @@ class GeoTiffFolderReader:
         for f in files:
             when = parse_date(date, source="date=") if date is not None else date_from_name(f.stem)
             items.append(self._date_image(f, pd.Timestamp(str(when))))
-        return stack_dates(items, sensor="geotiff", reproject=reproject, classes=classes)
+        first = items[0]
+        scales = first.extra.get("scales") or (1.0,) * len(first.band_names)
+        offsets = first.extra.get("offsets") or (0.0,) * len(first.band_names)
+        bands = [
+            BandInfo.from_name(n, float(s), float(o)) for n, s, o in zip(first.band_names, scales, offsets, strict=True)
+        ]
+        return stack_dates(items, sensor="geotiff", reproject=reproject, bands=bands, classes=classes)
 
     def _date_image(self, f: Path, when: pd.Timestamp) -> DateImage:
         meta = raster_meta(f)
@@ -115,4 +122,5 @@ class GeoTiffFolderReader:
             invalid=invalid,
             labels=labels,
             nodata=meta.nodata,
+            extra={"scales": meta.scales, "offsets": meta.offsets},
         )

@@ -38,6 +38,8 @@ class RasterMeta:
     dtype: str
     nodata: float | None
     descriptions: tuple[str | None, ...]
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
 
 
 def is_raster(path: Path) -> bool:
@@ -79,6 +81,8 @@ def raster_meta(path: Path | str) -> RasterMeta:
             dtype=str(src.dtypes[0]),
             nodata=src.nodata,
             descriptions=tuple(src.descriptions),
+            scales=tuple(float(v) for v in src.scales),
+            offsets=tuple(float(v) for v in src.offsets),
         )
 
 

@@ -61,6 +61,8 @@ def write_geotiff(
     descriptions: Sequence[str] | None = None,
     cog: bool = False,
     tags: dict[str, str] | None = None,
+    scales: Sequence[float] | None = None,
+    offsets: Sequence[float] | None = None,
 ) -> Path:
     """Write a ``(bands, h, w)`` or ``(h, w)`` array as a (Cloud-Optimised) GeoTIFF, atomically.
 
@@ -73,6 +75,8 @@ def write_geotiff(
         descriptions: One description (band name) per band.
         cog: Write a Cloud-Optimised GeoTIFF (tiled, with overviews) with GDAL's COG driver.
         tags: Dataset-level metadata tags.
+        scales: Per-band scale factors (GDAL band metadata: reflectance = value * scale + offset).
+        offsets: Per-band offsets.
 
     Returns:
         The path written.
@@ -106,21 +110,31 @@ def write_geotiff(
             with rasterio.MemoryFile() as mem:
                 with mem.open(**mem_profile) as dst:
                     dst.write(arr)
-                    _describe(dst, descriptions, tags)
+                    _describe(dst, descriptions, tags, scales, offsets)
                 with mem.open() as src:
                     cog_profile = {k: v for k, v in profile.items() if k not in ("tiled", "blockxsize", "blockysize")}
                     cog_profile.update(driver="COG", blocksize=256, overview_resampling="average")
                     with rasterio.open(tmp, "w", **cog_profile) as dst:
                         dst.write(src.read())
-                        _describe(dst, descriptions, tags)
+                        _describe(dst, descriptions, tags, scales, offsets)
         else:
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.write(arr)
-                _describe(dst, descriptions, tags)
+                _describe(dst, descriptions, tags, scales, offsets)
     return out
 
 
-def _describe(dst: Any, descriptions: Sequence[str] | None, tags: dict[str, str] | None) -> None:
+def _describe(
+    dst: Any,
+    descriptions: Sequence[str] | None,
+    tags: dict[str, str] | None,
+    scales: Sequence[float] | None = None,
+    offsets: Sequence[float] | None = None,
+) -> None:
+    if scales is not None:
+        dst.scales = tuple(float(v) for v in scales)
+    if offsets is not None:
+        dst.offsets = tuple(float(v) for v in offsets)
     if descriptions is not None:
         for i, d in enumerate(descriptions, start=1):
             dst.set_band_description(i, d)
@@ -143,7 +157,16 @@ def write_series_folder(ds: xr.Dataset, out_dir: Path | str, *, cog: bool = Fals
     for i, t in enumerate(pd.DatetimeIndex(ds["time"].values)):
         stem = t.strftime("%Y-%m-%d")
         img = np.asarray(ds["image"].isel(time=i).values)
-        write_geotiff(out / f"{stem}.tif", img, crs=crs, transform=transform, descriptions=names, cog=cog)
+        write_geotiff(
+            out / f"{stem}.tif",
+            img,
+            crs=crs,
+            transform=transform,
+            descriptions=names,
+            cog=cog,
+            scales=[float(v) for v in ds["scale"].values] if "scale" in ds.coords else None,
+            offsets=[float(v) for v in ds["offset"].values] if "offset" in ds.coords else None,
+        )
         invalid = ~np.asarray(ds["valid"].isel(time=i).values, dtype=bool)
         write_geotiff(out / f"{stem}.mask.tif", invalid.astype(np.uint8), crs=crs, transform=transform)
         if "labels" in ds:

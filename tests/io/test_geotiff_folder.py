@@ -29,6 +29,7 @@ def test_round_trip_through_folder(tmp_path):
     assert isinstance(back.image.data, da.Array)
     assert list(back.band.values) == ["blue", "green", "red", "nir"]
     assert back.wavelength.values[2] == pytest.approx(0.665)
+    np.testing.assert_allclose(back.scale.values, 1e-4)
     np.testing.assert_array_equal(back.time.values, ds.time.values)
     np.testing.assert_array_equal(back.image.values, ds.image.values)
     np.testing.assert_array_equal(back.valid.values, ds.valid.values)

@@ -165,5 +165,6 @@ class PatchLOF:
         take = np.arange(kk)[None, None, :] < self.k_[:, None, None]
         neigh_lrd = np.take_along_axis(np.broadcast_to(self.lrd_[:, None, :], (n, m, kk)), order, axis=2)
         mean_lrd = np.where(take, neigh_lrd, 0.0).sum(axis=2) / self.k_[:, None]
-        lof = mean_lrd / lrd_q
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lof = mean_lrd / lrd_q
         return np.asarray(np.where(self.fitted_[:, None] & ~bad_q, lof, np.nan), dtype=np.float64)

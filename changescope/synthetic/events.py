@@ -250,8 +250,8 @@ def place_events(
 
     Types take turns, so that each gets its share of space. A placement tries up to 80 random centres among the
     eligible pixels (for flooding: within ``max(8, size/20)`` px of water when there is water); an event that finds
-    no room is skipped, so small AOIs may hold fewer events. Event radii are ``max(5, size/64)`` to
-    ``max(9, size/24)`` px.
+    no room is skipped, so small AOIs may hold fewer events. Event radii are ``min(12, size/16)`` to
+    ``min(36, size/8)`` px (36 to 108 m at 3 m): physical sizes, whatever the AOI size.
 
     Args:
         rng: Random generator.
@@ -275,7 +275,7 @@ def place_events(
     flood_near = np.flatnonzero(eligible["flooding"] & near_water)
     if flood_near.size:
         candidates["flooding"] = flood_near
-    r_lo, r_hi = max(5.0, size / 64), max(9.0, size / 24)
+    r_lo, r_hi = min(12.0, size / 16), min(36.0, size / 8)
     events: list[Event] = []
     for _ in range(per_type):
         for kind in EVENT_TYPES:

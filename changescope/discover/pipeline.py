@@ -1,0 +1,123 @@
+"""The discover stage of a run: events -> ``changes.parquet`` + ``change_vectors.npy`` + ``clusters.json``.
+
+:func:`discover_events` turns one AOI's :class:`~changescope.change.events.Events` into the catalog (patch
+polygons from the grid, human-readable event ids), clusters the change vectors, scores rarity, ranks the events and
+writes the three files atomically. The search index (``changes.faiss``) is built on the first search and saved
+beside them (:class:`~changescope.discover.search.ChangeIndex`).
+
+An AOI without any event still gets its (empty) files, so a run always finishes with a readable catalog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from changescope.discover.catalog import CLUSTERS_FILE, Catalog, catalog_frame
+from changescope.discover.cluster import ChangeClusterer, ClusterMethod, centroid_hierarchy
+from changescope.discover.rank import RankBy
+from changescope.discover.summary import (
+    CLUSTERS_FORMAT,
+    CLUSTERS_VERSION,
+    discover_changes,
+    write_clusters_json,
+)
+from changescope.errors import ParameterError
+from changescope.types import PathLike
+
+if TYPE_CHECKING:
+    from changescope.change.events import Events
+    from changescope.grid import PatchGrid
+
+__all__ = ["discover_events"]
+
+
+def _setting(config: Any, name: str, override: Any, default: Any) -> Any:
+    if override is not None:
+        return override
+    value = getattr(config, name, None) if config is not None else None
+    return default if value is None else value
+
+
+def discover_events(
+    events: Events,
+    grid: PatchGrid,
+    *,
+    aoi: str | None,
+    crs: Any = None,
+    config: Any = None,
+    out: PathLike | None = None,
+    cluster: str | None = None,
+    n_clusters: int | None = None,
+    rank_by: str | None = None,
+    rank_weight: float | None = None,
+    seed: int | None = None,
+) -> Any:
+    """Cluster, score and rank one AOI's events; write its catalog files into ``out``.
+
+    Settings come from the keyword overrides, else from ``config`` (a :class:`changescope.run.RunConfig` or any
+    object with ``cluster``, ``n_clusters``, ``rank_by``, ``rank_weight``, ``seed``), else the defaults
+    (HDBSCAN, rank by ``"mix"`` with weight 0.5, seed 0).
+
+    Args:
+        events: The AOI's events; ``frame.patch`` is the row-major flat index ``row * n_cols + col``.
+        grid: The patch grid (polygons).
+        aoi: AOI name (event id prefix); ``None`` = ``"aoi"``.
+        crs: CRS of the polygons (default the grid's).
+        config: Run configuration to read settings from.
+        out: Run folder to write ``changes.parquet``, ``change_vectors.npy`` and ``clusters.json`` into (none
+            written when ``None``).
+        cluster: ``"hdbscan"`` or ``"kmeans"``.
+        n_clusters: k-means clusters (default 8).
+        rank_by: ``"rarity"``, ``"magnitude"`` or ``"mix"``.
+        rank_weight: Rarity's share in ``"mix"``.
+        seed: Clustering seed.
+
+    Returns:
+        The catalog GeoDataFrame (with ``cluster``, ``rarity``, ``rank``), row-aligned with ``events.vectors``.
+    """
+    method = str(_setting(config, "cluster", cluster, "hdbscan"))
+    if method not in ("hdbscan", "kmeans"):
+        raise ParameterError(f"cluster={method!r} must be 'hdbscan' or 'kmeans'")
+    k = int(_setting(config, "n_clusters", n_clusters, 8))
+    by = str(_setting(config, "rank_by", rank_by, "mix"))
+    weight = float(_setting(config, "rank_weight", rank_weight, 0.5))
+    random_state = int(_setting(config, "seed", seed, 0))
+    if crs is not None and getattr(grid, "crs", None) is None:
+        from dataclasses import replace
+
+        grid = replace(grid, crs=crs)
+    frame = catalog_frame(events, grid, aoi or "aoi")
+    if crs is not None:
+        frame = frame.set_crs(crs, allow_override=True)
+    vectors = events.vectors
+    if by not in ("rarity", "magnitude", "mix"):
+        raise ParameterError(f"rank_by={by!r} must be 'rarity', 'magnitude' or 'mix'")
+    clusterer = ChangeClusterer(cast("ClusterMethod", method), n_clusters=k, random_state=random_state)
+    if len(frame):
+        found = discover_changes(frame, vectors, clusterer=clusterer, by=cast("RankBy", by), weight=weight)
+        frame = found.frame
+        clusters_json: dict[str, Any] = found.to_json_dict()
+    else:
+        frame["cluster"] = np.zeros(0, dtype=np.int64)
+        frame["rarity"] = np.zeros(0, dtype=np.float64)
+        frame["rank"] = np.zeros(0, dtype=np.int64)
+        clusters_json = {
+            "format": CLUSTERS_FORMAT,
+            "version": CLUSTERS_VERSION,
+            "params": {**clusterer.get_params(), "rank_by": by, "rank_weight": weight},
+            "n_events": 0,
+            "n_clusters": 0,
+            "n_noise": 0,
+            "clusters": [],
+            "hierarchy": centroid_hierarchy(np.zeros((0, vectors.shape[1])), np.zeros(0, dtype=np.int64)),
+        }
+    columns = ["event_id", "aoi", "row", "col", "time", "score", "magnitude", "cluster", "rarity", "rank"]
+    frame = frame[[*columns, "confirmed", "geometry"]]
+    if out is not None:
+        target = Path(out)
+        Catalog.from_frame(frame, vectors).write(target)
+        write_clusters_json(target / CLUSTERS_FILE, clusters_json)
+    return frame

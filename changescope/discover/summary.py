@@ -1,0 +1,207 @@
+"""Discovery in one call (cluster, rarity, rank), cluster summaries and the ``clusters.json`` file.
+
+``clusters.json`` (written atomically) is plain JSON::
+
+    {
+      "format": "changescope.clusters", "version": 1,
+      "params": {...ChangeClusterer parameters..., "min_cluster_size_used", "rank_by", "rank_weight",
+                 "n_neighbors", "size_weight"},
+      "n_events": 1234, "n_clusters": 7, "n_noise": 80,
+      "clusters": [                      # one entry per cluster (0 = largest), then noise (id -1) if any
+        {"cluster": 0, "noise": false, "size": 412,
+         "first_date": "2018-03-01", "last_date": "2019-11-01",
+         "per_date": {"2018-03-01": 12, ...},          # events per date
+         "area": 26214400.0,                            # sum of patch polygon areas, CRS units^2 (null if mixed)
+         "centroid_magnitude": 3.1,                     # norm of the mean change vector
+         "mean_magnitude": 3.4, "mean_rarity": 0.21, "best_rank": 17,
+         "aois": {"aoi-a": 400, "aoi-b": 12},
+         "examples": ["aoi-a:2018-05-01:r3c7", ...]}    # the cluster's best-ranked event ids
+      ],
+      "hierarchy": {"method": "average", "metric": "cosine", "merges": [...], "tree": {...}}
+    }
+
+``hierarchy`` is :func:`~changescope.discover.cluster.centroid_hierarchy`: merges in order (closest change types
+first), and the same tree nested from the root, for the report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from changescope.discover.cluster import ChangeClusterer
+from changescope.discover.index import IndexParams
+from changescope.discover.rank import RankBy, rank_events, rarity
+from changescope.errors import CorruptFileError, ParameterError
+from changescope.io.writers import atomic_path
+from changescope.types import PathLike
+
+__all__ = ["Discovery", "discover_changes", "read_clusters_json", "summarize_clusters", "write_clusters_json"]
+
+CLUSTERS_FORMAT = "changescope.clusters"
+CLUSTERS_VERSION = 1
+
+
+def _area(frame: pd.DataFrame, mask: NDArray[np.bool_]) -> float | None:
+    """Sum of patch areas (CRS units^2), ``None`` without a single CRS or geometry."""
+    if "geometry" not in frame.columns or getattr(frame, "crs", None) is None:
+        return None
+    import shapely
+
+    geoms = np.asarray(frame["geometry"].to_numpy()[mask], dtype=object)
+    return float(np.sum(shapely.area(geoms))) if geoms.size else 0.0
+
+
+def _mean(frame: pd.DataFrame, column: str, mask: NDArray[np.bool_]) -> float | None:
+    return float(frame[column].to_numpy(np.float64)[mask].mean()) if column in frame.columns else None
+
+
+def summarize_clusters(
+    frame: pd.DataFrame, vectors: NDArray[np.floating[Any]], *, n_examples: int = 5
+) -> list[dict[str, Any]]:
+    """One JSON-ready summary per cluster (then noise), see the module docstring for the fields.
+
+    Args:
+        frame: Events with ``cluster``, ``time``, ``event_id`` and optionally ``magnitude``, ``rarity``, ``rank``,
+            ``aoi``, ``geometry``.
+        vectors: ``(E, D)`` change vectors, row-aligned with ``frame``.
+        n_examples: Best-ranked event ids listed per cluster.
+    """
+    if "cluster" not in frame.columns:
+        raise ParameterError("summarize_clusters() needs a 'cluster' column; fit a ChangeClusterer first")
+    v = np.asarray(vectors, dtype=np.float64)
+    labels = frame["cluster"].to_numpy(np.int64)
+    times = pd.DatetimeIndex(frame["time"])
+    ranks = frame["rank"].to_numpy(np.int64) if "rank" in frame else np.arange(1, len(frame) + 1)
+    ids = frame["event_id"].astype(str).to_numpy()
+    out: list[dict[str, Any]] = []
+    found = sorted(int(c) for c in np.unique(labels) if c >= 0)
+    for c in [*found, *([-1] if (labels < 0).any() else [])]:
+        mask = labels == c
+        t = times[mask]
+        days = t.strftime("%Y-%m-%d")
+        per_date = pd.Series(days).value_counts().sort_index()
+        order = np.argsort(ranks[mask], kind="stable")
+        entry: dict[str, Any] = {
+            "cluster": c,
+            "noise": c < 0,
+            "size": int(mask.sum()),
+            "first_date": str(days.min()),
+            "last_date": str(days.max()),
+            "per_date": {str(k): int(n) for k, n in per_date.items()},
+            "area": _area(frame, mask),
+            "centroid_magnitude": float(np.linalg.norm(v[mask].mean(axis=0))) if v.size else 0.0,
+            "mean_magnitude": _mean(frame, "magnitude", mask),
+            "mean_rarity": _mean(frame, "rarity", mask),
+            "best_rank": int(ranks[mask].min()),
+            "examples": ids[mask][order][:n_examples].tolist(),
+        }
+        if "aoi" in frame.columns:
+            entry["aois"] = {str(k): int(n) for k, n in frame.loc[mask, "aoi"].astype(str).value_counts().items()}
+        out.append(entry)
+    return out
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The result of :func:`discover_changes`.
+
+    Attributes:
+        frame: The input events with ``cluster``, ``rarity`` and ``rank`` filled in.
+        clusterer: The fitted :class:`ChangeClusterer`.
+        clusters: :func:`summarize_clusters` of ``frame``.
+        params: Parameters of the ranking, recorded in ``clusters.json``.
+    """
+
+    frame: pd.DataFrame
+    clusterer: ChangeClusterer
+    clusters: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The ``clusters.json`` content."""
+        labels = self.frame["cluster"].to_numpy(np.int64)
+        return {
+            "format": CLUSTERS_FORMAT,
+            "version": CLUSTERS_VERSION,
+            "params": {
+                **self.clusterer.get_params(),
+                "min_cluster_size_used": self.clusterer.min_cluster_size_,
+                **self.params,
+            },
+            "n_events": len(self.frame),
+            "n_clusters": int(self.clusterer.n_clusters_),
+            "n_noise": int((labels < 0).sum()),
+            "clusters": self.clusters,
+            "hierarchy": self.clusterer.hierarchy_,
+        }
+
+
+def discover_changes(
+    frame: pd.DataFrame,
+    vectors: NDArray[np.floating[Any]],
+    *,
+    clusterer: ChangeClusterer | None = None,
+    by: RankBy = "rarity",
+    weight: float = 0.5,
+    n_neighbors: int = 10,
+    size_weight: float = 0.5,
+    index_params: IndexParams | None = None,
+    n_examples: int = 5,
+) -> Discovery:
+    """Cluster the change vectors, score rarity, rank the events and summarise the clusters.
+
+    Args:
+        frame: Catalog events (:func:`~changescope.discover.catalog.catalog_frame`), row-aligned with ``vectors``.
+        vectors: ``(E, D)`` change vectors.
+        clusterer: An unfitted clusterer (default ``ChangeClusterer()``: HDBSCAN).
+        by: Ranking criterion (:func:`~changescope.discover.rank.rank_events`).
+        weight: Rarity's share for ``by="mix"``.
+        n_neighbors: ``k`` of the rarity density term.
+        size_weight: Weight of the cluster-size term of rarity.
+        index_params: Neighbour index for the density term.
+        n_examples: Example ids per cluster summary.
+
+    Raises:
+        EmptySeriesError: The catalog has no events.
+    """
+    clus = (clusterer or ChangeClusterer()).fit(vectors)
+    out = frame.copy()
+    out["cluster"] = clus.labels_
+    out["rarity"] = rarity(
+        vectors, clus.labels_, n_neighbors=n_neighbors, size_weight=size_weight, index_params=index_params
+    )
+    out = rank_events(out, by=by, weight=weight)
+    params = {"rank_by": by, "rank_weight": weight, "n_neighbors": n_neighbors, "size_weight": size_weight}
+    return Discovery(out, clus, summarize_clusters(out, vectors, n_examples=n_examples), params)
+
+
+def write_clusters_json(path: PathLike, discovery: Discovery | dict[str, Any]) -> Path:
+    """Write ``clusters.json`` atomically and return its path."""
+    data = discovery.to_json_dict() if isinstance(discovery, Discovery) else discovery
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return target
+
+
+def read_clusters_json(path: PathLike) -> dict[str, Any]:
+    """Read a ``clusters.json``.
+
+    Raises:
+        CorruptFileError: Not JSON, or not a changescope clusters file.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CorruptFileError(f"cannot read {str(p)!r} as clusters.json: {err}") from err
+    if not isinstance(data, dict) or data.get("format") != CLUSTERS_FORMAT:
+        raise CorruptFileError(f"{str(p)!r} is not a changescope clusters.json (format {CLUSTERS_FORMAT!r})")
+    return data

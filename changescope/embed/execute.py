@@ -1,0 +1,305 @@
+"""``embed_series``: embed every patch of every date of a series into a resumable Zarr store.
+
+The work is a dask graph of one task per (date, block) (see :mod:`changescope.embed.layout`). It runs in-process by
+default (dask's synchronous scheduler: one task at a time, torch using every core; on CUDA two threads, so that
+reading a block overlaps the GPU work), on a ``dask.distributed.LocalCluster`` of ``workers`` single-threaded
+processes, or on an existing cluster (``scheduler`` address). Memory is bounded by the block size: each task reads
+only its block of one date from the (lazy) series.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+import xarray as xr
+from dask.base import compute
+from dask.callbacks import Callback
+from dask.delayed import delayed
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from changescope.embed.layout import BlockLayout
+from changescope.embed.pipeline import EncoderSpec, SeriesSource, TaskPlan, build_encoder, get_encoder, run_task
+from changescope.embed.store import check_store, create_store, done_flags, is_store
+from changescope.encoders.bands import band_indices
+from changescope.encoders.registry import CHECKPOINT_PREFIX, get_meta
+from changescope.errors import ParameterError
+from changescope.grid import PatchGrid
+from changescope.series import band_infos, series_crs, series_transform, validate_series
+from changescope.types import PathLike
+
+__all__ = ["Device", "embed_series"]
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"device={device!r} but CUDA is not available here; use --device cpu (or auto)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ParameterError(f"device={device!r} is not one of 'auto', 'cpu', 'cuda'")
+    return device
+
+
+def _check_args(patch_size: int, stride: int | None, batch_size: int, min_valid: float, workers: int | None) -> None:
+    if patch_size < 1:
+        raise ParameterError(f"patch_size={patch_size!r} must be a positive number of pixels (e.g. --patch-size 32)")
+    if stride is not None and stride < 1:
+        raise ParameterError(f"stride={stride!r} must be a positive number of pixels (default: the patch size)")
+    if batch_size < 1:
+        raise ParameterError(f"batch_size={batch_size!r} must be at least 1 tile per forward pass")
+    if not 0.0 <= min_valid <= 1.0:
+        raise ParameterError(f"min_valid={min_valid!r} must be a fraction between 0 and 1")
+    if workers is not None and workers < 1:
+        raise ParameterError(f"workers={workers!r} must be at least 1 (or omitted to run in-process)")
+
+
+class _SpeedColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "-/s", style="progress.data.speed")
+
+
+class _Progress:
+    """A rich progress bar over patches, or nothing when ``enabled`` is False."""
+
+    def __init__(self, total: int, enabled: bool, label: str) -> None:
+        self._bar: Progress | None = None
+        if enabled:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} patches"),
+                _SpeedColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._bar.add_task(label, total=total)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+
+def _in_process_threads(device: str) -> int:
+    """Tasks run at once in-process.
+
+    One on CPU (torch uses every core); two on CUDA, so that reading one block overlaps the GPU work of the other.
+    """
+    return 2 if device.startswith("cuda") else 1
+
+
+def _run_in_process(tasks: Sequence[Any], advance: Callable[[int], None], threads: int = 1) -> None:
+    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        name = key[0] if isinstance(key, tuple) else key
+        if isinstance(name, str) and name.startswith("embed-task-"):
+            advance(int(result))
+
+    with Callback(posttask=posttask):
+        if threads > 1:
+            compute(*tasks, scheduler="threads", num_workers=threads)
+        else:
+            compute(*tasks, scheduler="synchronous")
+
+
+def _run_distributed(tasks: Sequence[Any], advance: Callable[[int], None], client: Any) -> None:
+    import distributed
+
+    as_completed: Any = distributed.as_completed
+    futures = client.compute(list(tasks))
+    try:
+        for future in as_completed(futures):
+            advance(int(future.result()))
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
+def embed_series(
+    ds: xr.Dataset,
+    encoder_name: str,
+    *,
+    weights: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    patch_size: int,
+    stride: int | None = None,
+    out: PathLike,
+    block: int | None = None,
+    batch_size: int = 16,
+    min_valid: float = 0.5,
+    device: str = "auto",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Embed every patch of every date of a series into a Zarr store (see :mod:`changescope.embed.store`).
+
+    The encoder runs on large tiles and its dense feature map is pooled onto the patch grid (area-weighted, see
+    :mod:`changescope.embed.pooling`). Input is the series reflectance of the encoder's bands, normalised as its
+    metadata says; band-adaptive encoders get ``bands=`` the series' bands. A patch whose valid fraction is below
+    ``min_valid`` (or that has no valid pixel) gets a NaN embedding: it is never embedded as if it were clear. Its
+    ``valid_fraction`` is always written.
+
+    Rerunning with the same parameters resumes: tasks (date x block) whose completion flag is set are skipped.
+
+    Args:
+        ds: The series (lazy or in memory).
+        encoder_name: A registered encoder (see :func:`changescope.encoders.list_encoders`).
+        weights: Weights for :func:`~changescope.encoders.create_encoder` (``"random"`` for tests).
+        encoder_kwargs: Extra family options for the encoder.
+        patch_size: Patch side in pixels.
+        stride: Step between patches (default ``patch_size``).
+        out: The store to write.
+        block: Block side in pixels (one task and one chunk per block and date; default 1024, rounded to tiles).
+        batch_size: Tiles per forward pass.
+        min_valid: Minimum valid fraction for a patch to be embedded.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        workers: Run on a local cluster of this many single-threaded worker processes.
+        scheduler: Address of an existing dask.distributed scheduler to run on.
+        overwrite: Replace an existing store made with other parameters.
+        progress: Show a progress bar (on stderr).
+
+    Returns:
+        The store path.
+
+    Raises:
+        ParameterError: A parameter is invalid, the encoder is unknown, or ``out`` holds another run's store.
+        BandMismatchError: The series lacks a band the encoder needs.
+    """
+    _check_args(patch_size, stride, batch_size, min_valid, workers)
+    if workers is not None and scheduler is not None:
+        raise ParameterError("give either workers= (--workers) or scheduler= (--scheduler), not both")
+    validate_series(ds)
+    grid = PatchGrid.for_series(ds, patch_size, stride)
+    infos = band_infos(ds)
+    kwargs = dict(encoder_kwargs or {})
+    if not encoder_name.startswith(CHECKPOINT_PREFIX) and not get_meta(encoder_name).bands:
+        kwargs.setdefault("bands", infos)
+    dev = _resolve_device(device)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers is not None else None
+    spec = EncoderSpec(encoder_name, weights, tuple(sorted(kwargs.items())), "changescope.encoders", dev, threads)
+    encoder = get_encoder(spec) if workers is None and scheduler is None else build_encoder(spec)
+    spec = replace(spec, module=type(encoder).__module__)
+    meta = encoder.meta
+    band_idx = band_indices(infos, meta)
+    layout = BlockLayout.plan(grid, meta.patch_size, meta.input_size, block)
+    times = pd.DatetimeIndex(ds["time"].values)
+    transform = series_transform(ds)
+    params: dict[str, Any] = {
+        "encoder": encoder_name,
+        "weights_id": encoder.weights_id,
+        "encoder_kwargs": json.dumps(kwargs, sort_keys=True, default=_jsonable),
+        "patch_size": grid.size,
+        "stride": grid.stride,
+        "block": layout.block,
+        "grid_height": grid.height,
+        "grid_width": grid.width,
+        "transform": [float(v) for v in tuple(transform)[:6]],
+        "crs_wkt": series_crs(ds).to_wkt(),
+        "bands": [infos[i].name for i in band_idx],
+        "normalization": json.dumps(asdict(meta.normalization), sort_keys=True),
+        "embed_dim": meta.embed_dim,
+        "min_valid": float(min_valid),
+    }
+    path = Path(out)
+    if path.exists() and not overwrite:
+        check_store(path, params, times)
+    else:
+        if path.exists() and not is_store(path) and (path.is_file() or any(path.iterdir())):
+            raise ParameterError(
+                f"out={str(path)!r} exists and is not an embeddings store; refusing to replace it even with "
+                "--overwrite. Remove it yourself or choose another --out"
+            )
+        from changescope import __version__
+
+        attrs = {
+            **params,
+            "encoder_patch_size": meta.patch_size,
+            "tile": layout.tile,
+            "tile_extent": layout.tile_extent,
+            "series_bands": [b.name for b in infos],
+            "source": str(ds.attrs.get("source", "")),
+            "sensor": str(ds.attrs.get("sensor", "unknown")),
+            "changescope_version": __version__,
+        }
+        create_store(path, layout=layout, times=times, embed_dim=meta.embed_dim, attrs=attrs)
+    flags = done_flags(path)
+    todo = [
+        (t, br, bc)
+        for t in range(len(times))
+        for br in range(layout.n_block_rows)
+        for bc in range(layout.n_block_cols)
+        if not flags[t, br, bc]
+    ]
+    if not todo:
+        return path
+
+    def patches(br: int, bc: int) -> int:
+        r0, r1, c0, c1 = layout.block_patches(br, bc)
+        return (r1 - r0) * (c1 - c0)
+
+    total = sum(patches(br, bc) for _, br, bc in todo)
+    plan = TaskPlan(str(path), layout, spec, meta.normalization, float(min_valid), batch_size)
+    # named, so dask never hashes (pickles) an in-memory series to make its key
+    source = delayed(SeriesSource(ds, band_idx), name=f"embed-source-{uuid.uuid4().hex}", traverse=False)
+    run = delayed(run_task, pure=False)
+    tasks = [run(plan, source, t, br, bc, dask_key_name=f"embed-task-{t}-{br}-{bc}") for t, br, bc in todo]
+    label = f"embed {encoder_name} ({len(todo)} tasks)"
+    with _Progress(total, progress, label) as bar:
+        if workers is None and scheduler is None:
+            _run_in_process(tasks, bar.advance, _in_process_threads(dev))
+        else:
+            import distributed
+
+            Client: Any = distributed.Client
+            LocalCluster: Any = distributed.LocalCluster
+
+            if scheduler is not None:
+                with Client(scheduler) as client:
+                    _run_distributed(tasks, bar.advance, client)
+            else:
+                n = int(workers or 1)
+                with (
+                    LocalCluster(
+                        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+                    ) as cluster,
+                    Client(cluster) as client,
+                ):
+                    _run_distributed(tasks, bar.advance, client)
+    return path

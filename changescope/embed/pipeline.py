@@ -1,0 +1,280 @@
+"""One task of the embedding run: read a block of one date, run the encoder on its tiles, pool, write.
+
+Everything here runs where the task runs (the calling process, or a dask worker), so the pieces are picklable
+descriptions (:class:`EncoderSpec`, :class:`TaskPlan`, :class:`SeriesSource`) and each process builds its encoder
+once (:func:`get_encoder`).
+
+Testing hook: when the environment variable ``CHANGESCOPE_EMBED_FAIL_AFTER=N`` is set, the process exits abruptly
+(``os._exit(75)``, no cleanup) in the task after its ``N``-th: after writing that task's data chunks but before its
+completion flag, which is exactly what a kill at the worst moment leaves behind. Tests use it to check resuming.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import rasterio
+import torch
+import xarray as xr
+from numpy.typing import NDArray
+
+from changescope.embed.layout import BlockLayout
+from changescope.embed.pooling import overlap_matrix, patch_valid_fraction, pool_feature_map
+from changescope.embed.store import write_block
+from changescope.encoders.bands import normalize
+from changescope.encoders.base import Encoder, Normalization
+from changescope.encoders.registry import create_encoder
+from changescope.errors import ParameterError
+from changescope.series import reflectance
+
+__all__ = [
+    "FAIL_AFTER_ENV",
+    "GDAL_CACHE_BYTES",
+    "EncoderSpec",
+    "SeriesSource",
+    "TaskPlan",
+    "build_encoder",
+    "embed_block",
+    "get_encoder",
+    "run_task",
+]
+
+FAIL_AFTER_ENV = "CHANGESCOPE_EMBED_FAIL_AFTER"
+"""Testing hook: exit abruptly between a task's chunks and its flag after this many tasks in the process."""
+
+GDAL_CACHE_BYTES = 128 * 2**20
+"""GDAL block cache while a task reads its block. GDAL's default (5 % of the machine's RAM) grows every process by
+gigabytes on large stacks, while each task reads its pixels once."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What a process needs to build the run's encoder.
+
+    Attributes:
+        name: Registry name.
+        weights: Weights argument of :func:`~changescope.encoders.create_encoder`.
+        kwargs: Family options, as sorted ``(key, value)`` pairs.
+        module: Module defining the encoder class; imported first so that encoders registered outside the
+            built-in families (plugins, tests) exist in fresh worker processes too.
+        device: Torch device to run on.
+        threads: ``torch.set_num_threads`` for the process (``None`` leaves torch's default).
+    """
+
+    name: str
+    weights: str | None
+    kwargs: tuple[tuple[str, Any], ...]
+    module: str
+    device: str
+    threads: int | None = None
+
+
+_CACHE: dict[str, Encoder] = {}
+_CACHE_LOCK = threading.Lock()
+_TASKS_DONE = [0]
+
+
+def build_encoder(spec: EncoderSpec) -> Encoder:
+    """Build the encoder of ``spec`` on its device.
+
+    Randomly initialised weights (``weights="random"``) come from a fixed seed (torch's global generator is forked,
+    so the caller's random state is untouched): every process of a run, and every run, builds the same encoder.
+    """
+    importlib.import_module(spec.module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        encoder = create_encoder(spec.name, spec.weights, **dict(spec.kwargs))
+    return encoder.to(spec.device)
+
+
+def _weights_stamp(weights: str | None) -> tuple[tuple[str, int, int], ...]:
+    """Size and modification time of local weights, so that a rewritten checkpoint is not served from the cache."""
+    if not weights:
+        return ()
+    path = Path(weights)
+    try:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    except OSError:
+        return ()
+
+
+def _cache_key(spec: EncoderSpec) -> str:
+    return repr((spec.name, spec.weights, spec.kwargs, spec.device, spec.threads, _weights_stamp(spec.weights)))
+
+
+def get_encoder(spec: EncoderSpec) -> Encoder:
+    """The process' encoder for ``spec``, built on first use and kept (one encoder per process).
+
+    A dask worker builds its encoder once for all its tasks, and repeated runs in one process (notebooks,
+    benchmarks) reuse it; local weights that changed on disk since are reloaded.
+    """
+    key = _cache_key(spec)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            if spec.threads is not None:
+                torch.set_num_threads(spec.threads)
+            encoder = build_encoder(spec)
+            _CACHE.clear()
+            _CACHE[key] = encoder
+        return _CACHE[key]
+
+
+class SeriesSource:
+    """The part of a series the tasks read: the encoder's bands of ``image`` and ``valid``, lazy if the series is.
+
+    Picklable, so that dask ships it to workers; a task reads only its block of one date.
+
+    Args:
+        ds: The series.
+        band_idx: Series band indices in the encoder's order.
+    """
+
+    def __init__(self, ds: xr.Dataset, band_idx: list[int]) -> None:
+        self.ds = ds[["image", "valid"]].isel(band=band_idx)
+
+    def read(self, t: int, ys: slice, xs: slice) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Reflectance ``(C, h, w)`` (NaN where invalid) and validity ``(h, w)`` of a window of date ``t``."""
+        sub = self.ds.isel(time=t, y=ys, x=xs)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), dask.config.set(scheduler="synchronous"):
+            refl = np.asarray(reflectance(sub).values, dtype=np.float32)
+            valid = np.asarray(sub["valid"].values, dtype=bool)
+        return refl, valid
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """Everything a task needs besides its (date, block) and the series.
+
+    Attributes:
+        store: Path of the embeddings store.
+        layout: Blocks and tiles.
+        encoder: How to build the encoder.
+        normalization: Input normalisation of the encoder.
+        min_valid: Patches with a smaller valid fraction (or none valid) get NaN embeddings.
+        batch_size: Tiles per encoder forward pass.
+    """
+
+    store: str
+    layout: BlockLayout
+    encoder: EncoderSpec
+    normalization: Normalization
+    min_valid: float
+    batch_size: int
+
+
+def embed_block(
+    encoder: Encoder,
+    refl: NDArray[np.float32],
+    valid: NDArray[np.bool_],
+    *,
+    layout: BlockLayout,
+    n_rows: int,
+    n_cols: int,
+    normalization: Normalization,
+    min_valid: float,
+    batch_size: int,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Embed the patches of one block of one date.
+
+    Args:
+        encoder: The encoder (on its device).
+        refl: ``(C, h, w)`` reflectance of the block's pixels (NaN = invalid), starting at its first patch origin,
+            clipped to the raster.
+        valid: ``(h, w)`` pixel validity.
+        layout: Blocks and tiles.
+        n_rows: Patch rows in the block.
+        n_cols: Patch columns in the block.
+        normalization: The encoder's input normalisation.
+        min_valid: Minimum valid fraction for a patch to be embedded.
+        batch_size: Tiles per forward pass.
+
+    Returns:
+        ``embedding (n_rows, n_cols, D)`` (NaN where not embedded) and ``valid_fraction (n_rows, n_cols)``.
+    """
+    vf = patch_valid_fraction(valid, layout.size, layout.stride, n_rows, n_cols)
+    keep = (vf >= min_valid) & (vf > 0)
+    emb = np.full((n_rows, n_cols, encoder.embed_dim), np.nan, dtype=np.float32)
+    if not keep.any():
+        return emb, vf
+    ext_y, ext_x = layout.block_extent(n_rows), layout.block_extent(n_cols)
+    pad = ((0, 0), (0, max(0, ext_y - refl.shape[1])), (0, max(0, ext_x - refl.shape[2])))
+    pixels = np.pad(refl, pad, mode="reflect") if any(p[1] for p in pad) else refl
+    pt, step, extent = layout.per_tile, layout.tile, layout.tile_extent
+    tiles = [
+        (ky, kx)
+        for ky in range(layout.n_tiles(n_rows))
+        for kx in range(layout.n_tiles(n_cols))
+        if keep[ky * pt : (ky + 1) * pt, kx * pt : (kx + 1) * pt].any()
+    ]
+    device = encoder.device
+    weights = overlap_matrix(pt, layout.size, layout.stride, layout.tokens_per_tile, layout.token)
+    a = torch.from_numpy(weights).to(device=device, dtype=torch.float32)
+    expected = (encoder.embed_dim, layout.tokens_per_tile, layout.tokens_per_tile)
+    with torch.inference_mode():
+        for start in range(0, len(tiles), batch_size):
+            batch = tiles[start : start + batch_size]
+            stack = np.stack(
+                [pixels[:, ky * step : ky * step + extent, kx * step : kx * step + extent] for ky, kx in batch]
+            )
+            x = normalize(torch.from_numpy(stack).to(device), normalization)
+            features = encoder.feature_map(x)
+            if tuple(features.shape[1:]) != expected:
+                raise ParameterError(
+                    f"encoder {encoder.meta.name!r} returned features {tuple(features.shape)!r} for tiles "
+                    f"{tuple(x.shape)!r}; expected (N, {expected[0]}, {expected[1]}, {expected[2]}) as its meta says"
+                )
+            pooled = pool_feature_map(features.float(), a, a).permute(0, 2, 3, 1).cpu().numpy()
+            for (ky, kx), values in zip(batch, pooled, strict=True):
+                rr, cc = min(pt, n_rows - ky * pt), min(pt, n_cols - kx * pt)
+                emb[ky * pt : ky * pt + rr, kx * pt : kx * pt + cc] = values[:rr, :cc]
+    emb[~keep] = np.nan
+    return emb, vf
+
+
+def _exit_hook() -> Callable[[], None] | None:
+    limit = os.environ.get(FAIL_AFTER_ENV)
+    if limit is None or _TASKS_DONE[0] < int(limit):
+        return None
+
+    def die() -> None:
+        os._exit(75)
+
+    return die
+
+
+def run_task(plan: TaskPlan, source: SeriesSource, t: int, br: int, bc: int) -> int:
+    """Embed block ``(br, bc)`` of date ``t`` and write its chunks, then its flag.
+
+    Returns:
+        The number of patches written.
+    """
+    layout = plan.layout
+    encoder = get_encoder(plan.encoder)
+    r0, r1, c0, c1 = layout.block_patches(br, bc)
+    y0, x0 = r0 * layout.stride, c0 * layout.stride
+    ys = slice(y0, min(layout.height, y0 + layout.block_extent(r1 - r0)))
+    xs = slice(x0, min(layout.width, x0 + layout.block_extent(c1 - c0)))
+    refl, valid = source.read(t, ys, xs)
+    emb, vf = embed_block(
+        encoder,
+        refl,
+        valid,
+        layout=layout,
+        n_rows=r1 - r0,
+        n_cols=c1 - c0,
+        normalization=plan.normalization,
+        min_valid=plan.min_valid,
+        batch_size=plan.batch_size,
+    )
+    write_block(plan.store, t, br, bc, layout=layout, embedding=emb, valid_fraction=vf, before_flag=_exit_hook())
+    _TASKS_DONE[0] += 1
+    return (r1 - r0) * (c1 - c0)

@@ -1,0 +1,334 @@
+"""The main job: open -> embed -> score -> events -> discover, each stage writing its own files.
+
+``run_pipeline(INPUT, OUT, RunConfig(...))`` writes into ``OUT``:
+
+- ``embeddings.zarr``: the embeddings store (resumable: a rerun skips finished date x block tasks);
+- ``patch_scores.parquet``: one row per patch per date: ``row, col, y0, x0, size, time, score, raw_score,
+  valid_fraction, method``;
+- ``changes.parquet`` (GeoParquet with the CRS): ``event_id, aoi, row, col, time, score, magnitude, cluster,
+  rarity, rank, confirmed, geometry`` and ``change_vectors.npy`` beside it (row-aligned);
+- ``clusters.json``: change types (cluster summaries) and their hierarchy;
+- ``maps/score_<YYYY-MM-DD>.tif``: Cloud-Optimised GeoTIFFs of the patch scores in the input CRS;
+- ``run.json``: every parameter, versions, timings and counts (written last: its presence means the run finished).
+
+Every file is written atomically, so a killed run leaves either the previous file or none.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from changescope.change.events import ThresholdMethod, extract_events
+from changescope.change.reference import Reference
+from changescope.change.score import ChangeScorer, Method, robust_zscore
+from changescope.change.scorers import Metric
+from changescope.errors import ParameterError
+from changescope.grid import PatchGrid
+from changescope.io.writers import atomic_path, write_geotiff
+from changescope.series import series_crs
+from changescope.types import PathLike
+
+__all__ = ["RunConfig", "RunResult", "load_run", "run_pipeline", "score_store"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Parameters of a run (all recorded in ``run.json``).
+
+    Attributes:
+        encoder: Encoder name (``changescope.encoders.list_encoders()``) or ``checkpoint:PATH``.
+        weights: Encoder weights override (path, HF repo id, ``"random"``).
+        patch_size: Patch side in pixels.
+        stride: Patch step in pixels (default: ``patch_size``).
+        min_valid: Minimum clear fraction of a patch for its observation to be used.
+        method: ``"lof"`` or ``"distance"``.
+        reference: ``"first"``, ``"previous"``, ``"rolling"`` or ``"season"``.
+        k: Reference size for ``first``/``rolling``.
+        n_neighbors: LOF neighbours.
+        metric: Distance metric (default: cosine for distance, euclidean for LOF).
+        threshold: ``"otsu"``, ``"gmm"``, ``"quantile"`` or a number (on normalised scores).
+        q: Quantile for ``threshold="quantile"``.
+        persistence: Following valid dates that must confirm an event.
+        cluster: ``"hdbscan"`` or ``"kmeans"``.
+        n_clusters: Clusters for k-means.
+        rank_by: ``"rarity"``, ``"magnitude"`` or ``"mix"``.
+        rank_weight: Weight of rarity in the mix.
+        format: Input format override.
+        aoi: AOI id for multi-AOI inputs (DynamicEarthNet roots).
+        block: Embedding block side in pixels.
+        workers: Local dask cluster size for embedding.
+        scheduler: Address of an existing dask scheduler.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        seed: Seed of every random step (clustering).
+    """
+
+    encoder: str = "spectral"
+    weights: str | None = None
+    patch_size: int = 32
+    stride: int | None = None
+    min_valid: float = 0.5
+    method: Method = "lof"
+    reference: Reference = "first"
+    k: int = 3
+    n_neighbors: int = 20
+    metric: Metric | None = None
+    threshold: ThresholdMethod | float = "otsu"
+    q: float = 0.99
+    persistence: int = 1
+    cluster: str = "hdbscan"
+    n_clusters: int | None = None
+    rank_by: str = "mix"
+    rank_weight: float = 0.5
+    format: str | None = None
+    aoi: str | None = None
+    block: int | None = None
+    workers: int | None = None
+    scheduler: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its outputs, and what it found."""
+
+    out: Path
+    n_events: int
+    threshold: float
+    timings: dict[str, float]
+    top: pd.DataFrame
+
+    @property
+    def report(self) -> Path:
+        """Path of the HTML report (written by the report stage when present)."""
+        return self.out / "report.html"
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - t0, 3)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("changescope", "numpy", "xarray", "dask", "rasterio", "torch", "scikit-learn", "faiss-cpu"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+
+
+def score_store(
+    emb: xr.Dataset, config: RunConfig, rows_per_chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score every patch of an embeddings store, in chunks of patch rows.
+
+    Returns:
+        ``(raw, scores, valid)`` each ``(T, n_rows, n_cols)``: raw scores, per-date normalised scores, and the
+        observations used (clear enough, with an embedding).
+    """
+    times = pd.DatetimeIndex(emb["time"].values)
+    n_t, n_rows, n_cols = (emb.sizes[d] for d in ("time", "row", "col"))
+    dim = emb.sizes["dim"]
+    step = rows_per_chunk or max(1, int(2_000_000 // max(1, n_t * n_cols * dim)))
+    raw = np.full((n_t, n_rows, n_cols), np.nan)
+    used = np.zeros((n_t, n_rows, n_cols), dtype=bool)
+    for r0 in range(0, n_rows, step):
+        sl = slice(r0, min(r0 + step, n_rows))
+        X = np.asarray(emb["embedding"].isel(row=sl).values, dtype=np.float32).reshape(n_t, -1, dim)
+        vf = np.asarray(emb["valid_fraction"].isel(row=sl).values).reshape(n_t, -1)
+        valid = (vf >= config.min_valid) & np.isfinite(X).all(axis=2)
+        scorer = ChangeScorer(
+            config.method, config.reference, config.k, config.n_neighbors, config.metric, normalize=False
+        )
+        scorer.fit(X, valid, times)
+        raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
+        used[:, sl] = valid.reshape(n_t, -1, n_cols)
+    scores = robust_zscore(raw.reshape(n_t, -1)).reshape(raw.shape)
+    return raw, scores, used
+
+
+def _patch_scores_frame(
+    emb: xr.Dataset, grid: PatchGrid, raw: np.ndarray, scores: np.ndarray, method: str
+) -> pd.DataFrame:
+    n_t, n_rows, n_cols = scores.shape
+    tt, rr, cc = np.meshgrid(np.arange(n_t), np.arange(n_rows), np.arange(n_cols), indexing="ij")
+    return pd.DataFrame(
+        {
+            "row": rr.ravel().astype(np.int32),
+            "col": cc.ravel().astype(np.int32),
+            "y0": (rr.ravel() * grid.stride).astype(np.int32),
+            "x0": (cc.ravel() * grid.stride).astype(np.int32),
+            "size": np.full(rr.size, grid.size, dtype=np.int32),
+            "time": pd.DatetimeIndex(emb["time"].values)[tt.ravel()],
+            "score": scores.ravel().astype(np.float32),
+            "raw_score": raw.ravel().astype(np.float32),
+            "valid_fraction": np.asarray(emb["valid_fraction"].values).ravel().astype(np.float32),
+            "method": method,
+        }
+    )
+
+
+def _write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"changescope"] = json.dumps(metadata, default=str).encode()
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+
+def _write_maps(out: Path, grid: PatchGrid, times: pd.DatetimeIndex, scores: np.ndarray, crs: Any) -> None:
+    maps = out / "maps"
+    maps.mkdir(parents=True, exist_ok=True)
+    transform = grid.patch_transform()
+    for t, when in enumerate(times):
+        write_geotiff(
+            maps / f"score_{when.strftime('%Y-%m-%d')}.tif",
+            scores[t].astype(np.float32),
+            crs=crs,
+            transform=transform,
+            nodata=float("nan"),
+            descriptions=["change score"],
+            cog=True,
+            tags={"date": when.strftime("%Y-%m-%d")},
+        )
+
+
+def run_pipeline(
+    input: PathLike | xr.Dataset, out: PathLike, config: RunConfig | None = None, *, progress: bool = True
+) -> RunResult:
+    """Run open -> embed -> score -> events -> discover on one series and write every output.
+
+    Args:
+        input: A path ``changescope.open`` reads, or an already opened series.
+        out: Output folder (created).
+        config: Parameters (defaults: spectral encoder, LOF against the first 3 dates, 32 px patches).
+        progress: Show progress bars.
+
+    Raises:
+        ParameterError: Inconsistent parameters (e.g. ``lof`` on a two-date series).
+    """
+    import changescope
+    from changescope.embed import embed_series, open_embeddings
+
+    cfg = config or RunConfig()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    with _timed(timings, "open"):
+        if isinstance(input, xr.Dataset):
+            ds, source = input, str(input.attrs.get("source", "<in-memory>"))
+        else:
+            kw: dict[str, Any] = {} if cfg.aoi is None else {"aoi": cfg.aoi}
+            ds, source = changescope.open(input, format=cfg.format, **kw), str(input)
+    n_dates = ds.sizes["time"]
+    if cfg.method == "lof" and n_dates < 3:
+        raise ParameterError(
+            f"method='lof' needs reference dates to compare with, but {source!r} has {n_dates} date(s); "
+            "use --method distance for two-date pairs such as OSCD"
+        )
+    aoi = str(ds.attrs.get("aoi") or (Path(source).name if source != "<in-memory>" else "series"))
+    grid = PatchGrid.for_series(ds, cfg.patch_size, cfg.stride)
+    with _timed(timings, "embed"):
+        store_path = out_dir / "embeddings.zarr"
+        embed_kw: dict[str, Any] = {
+            "weights": cfg.weights,
+            "patch_size": cfg.patch_size,
+            "stride": cfg.stride,
+            "out": store_path,
+            "block": cfg.block,
+            "min_valid": cfg.min_valid,
+            "device": cfg.device,
+            "workers": cfg.workers,
+            "scheduler": cfg.scheduler,
+            "progress": progress,
+        }
+        try:  # resume a store made with the same parameters
+            store = embed_series(ds, cfg.encoder, overwrite=False, **embed_kw)
+        except ParameterError:
+            if not store_path.exists():
+                raise
+            store = embed_series(ds, cfg.encoder, overwrite=True, **embed_kw)  # parameters changed: redo
+        emb = open_embeddings(store)
+    with _timed(timings, "score"):
+        raw, scores, used = score_store(emb, cfg)
+        times = pd.DatetimeIndex(emb["time"].values)
+        meta = {"config": asdict(cfg), "source": source, "aoi": aoi}
+        _write_parquet(_patch_scores_frame(emb, grid, raw, scores, cfg.method), out_dir / "patch_scores.parquet", meta)
+        _write_maps(out_dir, grid, times, scores, series_crs(ds))
+    with _timed(timings, "events"):
+        persistence = min(cfg.persistence, max(0, n_dates - 2))
+        X = np.asarray(emb["embedding"].values, dtype=np.float32)
+        n_t = X.shape[0]
+        dim = X.shape[-1]
+        events = extract_events(
+            X.reshape(n_t, -1, dim),
+            used.reshape(n_t, -1),
+            times,
+            scores.reshape(n_t, -1),
+            reference=cfg.reference,
+            k=cfg.k,
+            threshold=cfg.threshold,
+            q=cfg.q,
+            persistence=persistence,
+        )
+    with _timed(timings, "discover"):
+        from changescope.discover.pipeline import discover_events
+
+        changes = discover_events(events, grid, aoi=aoi, crs=series_crs(ds), config=cfg, out=out_dir)
+    summary = {
+        "changescope_run": 1,
+        "source": source,
+        "aoi": aoi,
+        "config": asdict(cfg),
+        "persistence_used": persistence,
+        "threshold": events.threshold,
+        "n_dates": n_dates,
+        "grid": {"rows": grid.n_rows, "cols": grid.n_cols, "size": grid.size, "stride": grid.stride},
+        "n_events": len(changes),
+        "n_confirmed": int(changes["confirmed"].sum()) if len(changes) else 0,
+        "timings_s": timings,
+        "versions": _versions(),
+        "outputs": sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")),
+    }
+    _write_json(out_dir / "run.json", summary)
+    top = changes.sort_values("rank").head(20) if len(changes) else changes
+    return RunResult(out=out_dir, n_events=len(changes), threshold=events.threshold, timings=timings, top=top)
+
+
+def load_run(run_dir: PathLike) -> dict[str, Any]:
+    """Read a finished run's ``run.json``.
+
+    Raises:
+        ParameterError: ``run_dir`` holds no finished run.
+    """
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        raise ParameterError(f"{str(run_dir)!r} holds no finished run (no run.json); run `changescope run` first")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data

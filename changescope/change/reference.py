@@ -5,7 +5,8 @@ Only valid observations (clear, with an embedding) ever enter a reference, and o
 
 Strategies:
 
-- ``"first"``: the first ``k`` valid observations of the patch; those reference dates themselves are not scored.
+- ``"first"``: the first ``k`` valid observations of the patch (at most all but its last one); those reference
+  dates themselves are not scored.
 - ``"previous"``: the last valid observation before ``t``.
 - ``"rolling"``: the last ``k`` valid observations before ``t``.
 - ``"season"``: the valid observations about one year earlier (``365 ± season_window`` days): the same season of
@@ -63,7 +64,9 @@ def reference_mask(
     count = np.cumsum(valid, axis=0)  # valid observations up to and including t
     before = np.tril(np.ones((n_t, n_t), dtype=bool), k=-1)[:, :, None]  # j < t
     if reference == "first":
-        in_first = valid & (count <= k)
+        # a patch with few valid observations keeps at least one to score: k is capped at (valid count - 1)
+        k_eff = np.minimum(k, np.maximum(count[-1] - 1, 1))
+        in_first = valid & (count <= k_eff[None, :])
         ref = np.broadcast_to(in_first[None], (n_t, *valid.shape)).copy()
         scored = valid & ~in_first
     elif reference in ("previous", "rolling"):

@@ -1,0 +1,96 @@
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+
+import changescope
+from changescope.errors import ParameterError
+from changescope.run import RunConfig, load_run, run_pipeline
+from changescope.synthetic import make_aoi
+from changescope.testing import shared_sample
+
+
+@pytest.fixture(scope="module")
+def small_aoi(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aoi")
+    make_aoi(root, seed=5, size=192, months=8)
+    return root
+
+
+@pytest.mark.parametrize("method", ["distance", "lof"])
+def test_run_writes_every_output(small_aoi, tmp_path, method):
+    out = tmp_path / "run"
+    res = run_pipeline(small_aoi, out, RunConfig(method=method, patch_size=32), progress=False)
+    ds = changescope.open(small_aoi)
+    n_t = ds.sizes["time"]
+    scores = pd.read_parquet(out / "patch_scores.parquet")
+    assert list(scores.columns[:8]) == ["row", "col", "y0", "x0", "size", "time", "score", "raw_score"]
+    assert len(scores) == n_t * 6 * 6
+    assert (scores.y0 == scores.row * 32).all() and (scores["size"] == 32).all()
+    # invalid observations never get a score
+    assert scores.loc[scores.valid_fraction < 0.5, "score"].isna().all()
+    changes = gpd.read_parquet(out / "changes.parquet")
+    assert changes.crs == ds.rio.crs
+    assert {"event_id", "row", "col", "time", "score", "magnitude", "cluster", "rarity", "rank", "geometry"} <= set(
+        changes.columns
+    )
+    assert len(changes) == res.n_events
+    vectors = np.load(out / "change_vectors.npy")
+    assert vectors.shape[0] == len(changes)
+    if len(changes):
+        assert sorted(changes["rank"]) == list(range(1, len(changes) + 1))
+        first = changes.iloc[0]
+        assert first.geometry.area == pytest.approx((32 * 3) ** 2)
+    maps = sorted((out / "maps").glob("score_*.tif"))
+    assert len(maps) == n_t
+    with rasterio.open(maps[-1]) as src:
+        assert src.crs == ds.rio.crs and src.shape == (6, 6)
+        assert src.transform.a == pytest.approx(96.0)
+        on_disk = src.read(1)
+    last = scores[scores.time == scores.time.max()].sort_values(["row", "col"]).score.to_numpy().reshape(6, 6)
+    np.testing.assert_allclose(on_disk, last, equal_nan=True)
+    run = load_run(out)
+    assert run["config"]["method"] == method and run["n_events"] == len(changes)
+    assert set(run["timings_s"]) == {"open", "embed", "score", "events", "discover"}
+    clusters = json.loads((out / "clusters.json").read_text())
+    assert clusters["n_events"] == len(changes)
+
+
+def test_rerun_is_identical_and_resumes(small_aoi, tmp_path):
+    out = tmp_path / "run"
+    run_pipeline(small_aoi, out, RunConfig(method="distance"), progress=False)
+    first = pd.read_parquet(out / "patch_scores.parquet")
+    mtime = (out / "embeddings.zarr" / ".zattrs").stat().st_mtime_ns
+    run_pipeline(small_aoi, out, RunConfig(method="distance"), progress=False)
+    pd.testing.assert_frame_equal(first, pd.read_parquet(out / "patch_scores.parquet"))
+    assert (out / "embeddings.zarr" / ".zattrs").stat().st_mtime_ns == mtime  # the store was reused
+
+
+def test_lof_refuses_two_dates(small_aoi, tmp_path):
+    ds = changescope.open(small_aoi).isel(time=[0, 5])
+    with pytest.raises(ParameterError, match="--method distance"):
+        run_pipeline(ds, tmp_path / "r", RunConfig(method="lof"), progress=False)
+    res = run_pipeline(ds, tmp_path / "r", RunConfig(method="distance"), progress=False)
+    assert res.out.joinpath("run.json").exists()
+
+
+def test_load_run_without_run(tmp_path):
+    with pytest.raises(ParameterError, match="no finished run"):
+        load_run(tmp_path)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_run_on_oscd_and_cbers(shared_data, tmp_path):
+    city = shared_sample(shared_data, "oscd/images/bercy")
+    with pytest.raises(ParameterError, match="two-date"):
+        run_pipeline(city, tmp_path / "oscd_lof", RunConfig(method="lof"), progress=False)
+    res = run_pipeline(city, tmp_path / "oscd", RunConfig(method="distance", patch_size=16), progress=False)
+    assert (res.out / "changes.parquet").exists()
+    cbers = shared_sample(shared_data, "cbers4_awfi_sits")
+    res = run_pipeline(cbers, tmp_path / "cbers", RunConfig(method="lof", patch_size=5), progress=False)
+    scores = pd.read_parquet(res.out / "patch_scores.parquet")
+    assert scores.time.nunique() == 24 and scores.score.notna().any()

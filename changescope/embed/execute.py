@@ -209,8 +209,10 @@ def embed_series(
     grid = PatchGrid.for_series(ds, patch_size, stride)
     infos = band_infos(ds)
     kwargs = dict(encoder_kwargs or {})
-    if not encoder_name.startswith(CHECKPOINT_PREFIX) and not get_meta(encoder_name).bands:
-        kwargs.setdefault("bands", infos)
+    if not encoder_name.startswith(CHECKPOINT_PREFIX):
+        registered = get_meta(encoder_name)
+        if not registered.bands or registered.adaptive_bands:
+            kwargs.setdefault("bands", infos)
     dev = _resolve_device(device)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers is not None else None
     spec = EncoderSpec(encoder_name, weights, tuple(sorted(kwargs.items())), "changescope.encoders", dev, threads)

@@ -208,6 +208,8 @@ def embed_block(
     ext_y, ext_x = layout.block_extent(n_rows), layout.block_extent(n_cols)
     pad = ((0, 0), (0, max(0, ext_y - refl.shape[1])), (0, max(0, ext_x - refl.shape[2])))
     pixels = np.pad(refl, pad, mode="reflect") if any(p[1] for p in pad) else refl
+    mask = np.pad(valid, pad[1:], mode="reflect") if any(p[1] for p in pad) else valid
+    token = layout.token
     pt, step, extent = layout.per_tile, layout.tile, layout.tile_extent
     tiles = [
         (ky, kx)
@@ -225,14 +227,20 @@ def embed_block(
             stack = np.stack(
                 [pixels[:, ky * step : ky * step + extent, kx * step : kx * step + extent] for ky, kx in batch]
             )
-            x = normalize(torch.from_numpy(stack).to(device), normalization)
+            x = normalize(torch.from_numpy(stack).to(device), normalization, keep_nan=encoder.meta.accepts_nan)
+            vmask = np.stack(
+                [mask[ky * step : ky * step + extent, kx * step : kx * step + extent] for ky, kx in batch]
+            ).astype(np.float32)
+            n_tok = extent // token
+            token_valid = vmask.reshape(len(batch), n_tok, token, n_tok, token).mean(axis=(2, 4))
             features = encoder.feature_map(x)
             if tuple(features.shape[1:]) != expected:
                 raise ParameterError(
                     f"encoder {encoder.meta.name!r} returned features {tuple(features.shape)!r} for tiles "
                     f"{tuple(x.shape)!r}; expected (N, {expected[0]}, {expected[1]}, {expected[2]}) as its meta says"
                 )
-            pooled = pool_feature_map(features.float(), a, a).permute(0, 2, 3, 1).cpu().numpy()
+            tw = torch.from_numpy(token_valid).to(device)
+            pooled = pool_feature_map(features.float(), a, a, tw).permute(0, 2, 3, 1).cpu().numpy()
             for (ky, kx), values in zip(batch, pooled, strict=True):
                 rr, cc = min(pt, n_rows - ky * pt), min(pt, n_cols - kx * pt)
                 emb[ky * pt : ky * pt + rr, kx * pt : kx * pt + cc] = values[:rr, :cc]

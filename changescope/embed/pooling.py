@@ -54,13 +54,19 @@ def overlap_matrix(
     return weights
 
 
-def pool_feature_map(features: torch.Tensor, ay: torch.Tensor, ax: torch.Tensor) -> torch.Tensor:
+def pool_feature_map(
+    features: torch.Tensor, ay: torch.Tensor, ax: torch.Tensor, token_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Area-weighted mean of a dense feature map over each patch.
+
+    With ``token_weights`` (the share of valid pixels under each token), tokens are also weighted by their
+    validity, so a token over a masked cloud does not leak into the patch's embedding.
 
     Args:
         features: ``(N, D, h, w)`` dense features (``h``/``w`` tokens).
         ay: ``(R, h)`` row overlap weights (see :func:`overlap_matrix`).
         ax: ``(C, w)`` column overlap weights.
+        token_weights: Optional ``(N, h, w)`` validity weights in [0, 1].
 
     Returns:
         ``(N, D, R, C)`` pooled features, same dtype and device as ``features``.
@@ -80,7 +86,12 @@ def pool_feature_map(features: torch.Tensor, ay: torch.Tensor, ax: torch.Tensor)
     ay_n = (ay / wy[:, None]).to(features.dtype)
     ax_n = (ax / wx[:, None]).to(features.dtype)
     # (N, D, h, w) @ (w, C) -> (N, D, h, C); (R, h) @ (N, D, h, C) -> (N, D, R, C)
-    return torch.matmul(ay_n, torch.matmul(features, ax_n.T))
+    if token_weights is None:
+        return torch.matmul(ay_n, torch.matmul(features, ax_n.T))
+    w = token_weights.to(features.dtype)[:, None]
+    num = torch.matmul(ay_n, torch.matmul(torch.nan_to_num(features) * w, ax_n.T))
+    den = torch.matmul(ay_n, torch.matmul(w, ax_n.T))
+    return num / den.clamp_min(1e-6)
 
 
 def patch_valid_fraction(

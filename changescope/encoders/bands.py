@@ -64,8 +64,10 @@ def band_indices(series_bands: Sequence[BandInfo], meta: EncoderMeta, *, toleran
     return out
 
 
-def normalize(x: torch.Tensor, norm: Normalization) -> torch.Tensor:
+def normalize(x: torch.Tensor, norm: Normalization, *, keep_nan: bool = False) -> torch.Tensor:
     """Turn reflectance ``(N, C, H, W)`` (NaN = invalid) into encoder input; invalid pixels become 0 (the mean).
+
+    With ``keep_nan`` (encoders whose meta says ``accepts_nan``), invalid pixels stay NaN.
 
     Raises:
         ParameterError: ``mean``/``std`` lengths do not match the channel count.
@@ -83,5 +85,6 @@ def normalize(x: torch.Tensor, norm: Normalization) -> torch.Tensor:
         mean = torch.tensor(norm.mean, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
         std = torch.tensor(norm.std, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
         x = (x - mean) / std
-        return torch.where(finite, x, torch.zeros_like(x))
+    if keep_nan:
+        return torch.where(finite, x, torch.full_like(x, torch.nan))
     return torch.where(finite & torch.isfinite(x), x, torch.zeros_like(x))

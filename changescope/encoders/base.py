@@ -87,6 +87,10 @@ class EncoderMeta:
         weights: Default weights source.
         licence: Licence of the default weights (or the code for training-free encoders).
         description: One line for ``list_encoders``.
+        adaptive_bands: The encoder takes any bands (``bands=`` the series' bands); ``bands`` then documents the
+            default case.
+        accepts_nan: The encoder handles NaN (invalid) pixels itself; others get them filled with 0 after
+            normalisation.
     """
 
     name: str
@@ -100,6 +104,8 @@ class EncoderMeta:
     weights: WeightsSource = field(default_factory=WeightsSource)
     licence: str = "Apache-2.0"
     description: str = ""
+    adaptive_bands: bool = False
+    accepts_nan: bool = False
 
     @property
     def in_chans(self) -> int:

@@ -239,6 +239,8 @@ class SpectralEncoder(Encoder):
 
 
 META = EncoderMeta(
+    adaptive_bands=True,
+    accepts_nan=True,
     name="spectral",
     family="spectral",
     bands=DEFAULT_BANDS,

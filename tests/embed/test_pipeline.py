@@ -20,7 +20,10 @@ from changescope.testing import make_test_series
 
 
 def direct_embeddings(ds: xr.Dataset, name: str, size: int, stride: int, min_valid: float = 0.5) -> np.ndarray:
-    """The encoder applied to each patch's own pixels, one patch at a time, then averaged over its tokens."""
+    """The encoder applied to each patch's own pixels, one patch at a time, then averaged over its tokens.
+
+    Tokens are weighted by their share of valid pixels (masked pooling).
+    """
     infos = band_infos(ds)
     encoder = create_encoder(name, bands=infos) if name == "test_conv" else create_encoder(name)
     idx = band_indices(infos, encoder.meta)
@@ -35,8 +38,16 @@ def direct_embeddings(ds: xr.Dataset, name: str, size: int, stride: int, min_val
                     if vf[t, r, c] < min_valid or vf[t, r, c] == 0:
                         continue
                     ys, xs = grid.window(r, c)
-                    x = normalize(torch.from_numpy(refl[t, :, ys, xs][None].copy()), encoder.meta.normalization)
-                    out[t, r, c] = encoder.feature_map(x).mean(dim=(-2, -1))[0].numpy()
+                    x = normalize(
+                        torch.from_numpy(refl[t, :, ys, xs][None].copy()),
+                        encoder.meta.normalization,
+                        keep_nan=encoder.meta.accepts_nan,
+                    )
+                    fmap = encoder.feature_map(x)[0].numpy()
+                    tok = encoder.patch_size
+                    h, w = fmap.shape[-2:]
+                    weight = ds["valid"].values[t, ys, xs].reshape(h, tok, w, tok).mean(axis=(1, 3))
+                    out[t, r, c] = (fmap * weight).sum(axis=(-2, -1)) / weight.sum()
     return out
 
 

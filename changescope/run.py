@@ -57,6 +57,11 @@ class RunConfig:
         k: Reference size for ``first``/``rolling``.
         n_neighbors: LOF neighbours.
         metric: Distance metric (default: cosine for distance, euclidean for LOF).
+        context: ``"peers"`` (default) scores each patch against the same-date observations of the patches that
+            looked like it in its reference period, cancelling seasons, illumination and haze; ``"none"`` against
+            its own reference observations only (see :mod:`changescope.change.context`).
+        n_peers: Peers per patch.
+        standardize: Scale embedding dimensions to unit spread before scoring.
         threshold: ``"otsu"``, ``"gmm"``, ``"quantile"`` or a number (on normalised scores).
         q: Quantile for ``threshold="quantile"``.
         persistence: Following valid dates that must confirm an event.
@@ -83,6 +88,9 @@ class RunConfig:
     k: int = 3
     n_neighbors: int = 20
     metric: Metric | None = None
+    context: str = "peers"
+    n_peers: int = 100
+    standardize: bool = True
     threshold: ThresholdMethod | float = "otsu"
     q: float = 0.99
     persistence: int = 1
@@ -143,7 +151,10 @@ def _write_json(path: Path, obj: Any) -> None:
 def score_store(
     emb: xr.Dataset, config: RunConfig, rows_per_chunk: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Score every patch of an embeddings store, in chunks of patch rows.
+    """Score every patch of an embeddings store.
+
+    With ``context="peers"`` or ``standardize`` the whole store is scored at once (memory ``T x N x D`` float32);
+    otherwise it is processed in chunks of patch rows.
 
     Returns:
         ``(raw, scores, valid)`` each ``(T, n_rows, n_cols)``: raw scores, per-date normalised scores, and the
@@ -152,7 +163,8 @@ def score_store(
     times = pd.DatetimeIndex(emb["time"].values)
     n_t, n_rows, n_cols = (emb.sizes[d] for d in ("time", "row", "col"))
     dim = emb.sizes["dim"]
-    step = rows_per_chunk or max(1, int(2_000_000 // max(1, n_t * n_cols * dim)))
+    whole = config.context == "peers" or config.standardize
+    step = n_rows if whole else rows_per_chunk or max(1, int(2_000_000 // max(1, n_t * n_cols * dim)))
     raw = np.full((n_t, n_rows, n_cols), np.nan)
     used = np.zeros((n_t, n_rows, n_cols), dtype=bool)
     for r0 in range(0, n_rows, step):
@@ -160,10 +172,19 @@ def score_store(
         X = np.asarray(emb["embedding"].isel(row=sl).values, dtype=np.float32).reshape(n_t, -1, dim)
         vf = np.asarray(emb["valid_fraction"].isel(row=sl).values).reshape(n_t, -1)
         valid = (vf >= config.min_valid) & np.isfinite(X).all(axis=2)
+        rr, cc = np.meshgrid(np.arange(sl.start, sl.stop), np.arange(n_cols), indexing="ij")
         scorer = ChangeScorer(
-            config.method, config.reference, config.k, config.n_neighbors, config.metric, normalize=False
+            config.method,
+            config.reference,
+            config.k,
+            config.n_neighbors,
+            config.metric,
+            normalize=False,
+            context=config.context,
+            n_peers=config.n_peers,
+            standardize=config.standardize,
         )
-        scorer.fit(X, valid, times)
+        scorer.fit(X, valid, times, positions=np.stack([rr.ravel(), cc.ravel()], axis=1))
         raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
         used[:, sl] = valid.reshape(n_t, -1, n_cols)
     scores = robust_zscore(raw.reshape(n_t, -1)).reshape(raw.shape)

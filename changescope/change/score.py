@@ -75,6 +75,13 @@ class ChangeScorer:
         normalize: Apply the per-date robust z-score across patches.
         season_window: Days either side of one year earlier for ``reference="season"``.
         chunk: Patches processed at once (bounds memory).
+        context: ``"none"``: score each patch against its own reference observations; ``"peers"``: against the
+            same-date observations of the patches that looked like it in its reference period
+            (:mod:`changescope.change.context`), which cancels seasons, illumination and haze.
+        n_peers: Peers per patch for ``context="peers"``.
+        exclusion: Patches within this many rows/cols of a patch are never its peers.
+        standardize: Scale each embedding dimension to unit spread (median / standard deviation over the valid
+            observations) before scoring, so that no feature dominates by its units.
     """
 
     def __init__(
@@ -87,6 +94,10 @@ class ChangeScorer:
         normalize: bool = True,
         season_window: int = 45,
         chunk: int = 4096,
+        context: str = "none",
+        n_peers: int = 100,
+        exclusion: int = 2,
+        standardize: bool = False,
     ) -> None:
         self.method = method
         self.reference = reference
@@ -96,6 +107,10 @@ class ChangeScorer:
         self.normalize = normalize
         self.season_window = season_window
         self.chunk = chunk
+        self.context = context
+        self.n_peers = n_peers
+        self.exclusion = exclusion
+        self.standardize = standardize
 
     def _validate(self, X: NDArray[np.floating], valid: NDArray[np.bool_], n_times: int) -> None:
         if self.method not in METHODS:
@@ -110,12 +125,15 @@ class ChangeScorer:
             raise ParameterError(f"got {n_times} times for {X.shape[0]} dates of embeddings")
         if self.chunk < 1:
             raise ParameterError(f"chunk={self.chunk!r} must be >= 1")
+        if self.context not in ("none", "peers"):
+            raise ParameterError(f"context={self.context!r} must be 'none' or 'peers'")
 
     def fit(
         self,
         X: NDArray[np.floating],
         valid: NDArray[np.bool_],
         times: pd.DatetimeIndex | NDArray[np.datetime64],
+        positions: NDArray[np.integer] | None = None,
     ) -> ChangeScorer:
         """Score every observation of every patch.
 
@@ -123,6 +141,8 @@ class ChangeScorer:
             X: ``(T, N, D)`` embeddings (NaN rows = no embedding).
             valid: ``(T, N)`` usable observations (e.g. ``valid_fraction >= min_valid``).
             times: ``T`` sorted dates.
+            positions: ``(N, 2)`` patch ``(row, col)``, for the spatial exclusion of ``context="peers"``
+                (without them no patch is excluded).
 
         Returns:
             ``self`` with ``raw_scores_ (T, N)``, ``scores_ (T, N)`` (normalised when ``normalize``), NaN where
@@ -137,6 +157,15 @@ class ChangeScorer:
         self._validate(X, valid, len(times))
         valid = valid & np.isfinite(X).all(axis=2)
         n_t, n = valid.shape
+        if self.standardize and valid.any():
+            obs = np.asarray(X[valid], dtype=np.float64)
+            center = np.median(obs, axis=0)
+            spread = obs.std(axis=0)
+            spread = np.where(spread > 1e-12, spread, 1.0)
+            X = (np.asarray(X, dtype=np.float64) - center) / spread
+            self.center_, self.spread_ = center, spread
+        if self.context == "peers":
+            return self._fit_peers(X, valid, times, positions)
         raw = np.full((n_t, n), np.nan)
         scored_all = np.zeros((n_t, n), dtype=bool)
         max_ref = 0
@@ -157,6 +186,40 @@ class ChangeScorer:
         raw = np.where(scored_all, raw, np.nan)
         self.raw_scores_ = raw
         self.scored_ = scored_all & np.isfinite(raw)
+        self.scores_ = robust_zscore(raw) if self.normalize else raw
+        return self
+
+    def _fit_peers(
+        self,
+        X: NDArray[np.floating],
+        valid: NDArray[np.bool_],
+        times: pd.DatetimeIndex | NDArray[np.datetime64],
+        positions: NDArray[np.integer] | None,
+    ) -> ChangeScorer:
+        from changescope.change.context import peer_scores
+
+        n = valid.shape[1]
+        if positions is None:  # unknown layout: space patches apart so that none is excluded
+            positions = np.stack([np.arange(n) * (self.exclusion + 1), np.zeros(n, dtype=int)], axis=1)
+        raw = peer_scores(
+            X,
+            valid,
+            times,
+            positions,
+            method=self.method,
+            reference=self.reference,
+            k=self.k,
+            season_window=self.season_window,
+            n_peers=self.n_peers,
+            exclusion=self.exclusion,
+            n_neighbors=self.n_neighbors,
+        )
+        if self.method == "lof" and not np.isfinite(raw).any() and valid.sum(axis=0).max(initial=0) < 3:
+            raise ParameterError(
+                "method='lof' needs reference dates to compare with; use method='distance' for two-date pairs"
+            )
+        self.raw_scores_ = raw
+        self.scored_ = np.isfinite(raw)
         self.scores_ = robust_zscore(raw) if self.normalize else raw
         return self
 

@@ -31,7 +31,7 @@ import xarray as xr
 
 from changescope.change.events import ThresholdMethod, extract_events
 from changescope.change.reference import Reference
-from changescope.change.score import ChangeScorer, Method, robust_zscore
+from changescope.change.score import ChangeScorer, Method, robust_zscore, standardize_embeddings
 from changescope.change.scorers import Metric
 from changescope.errors import ParameterError
 from changescope.grid import PatchGrid
@@ -307,8 +307,11 @@ def run_pipeline(
         X = np.asarray(emb["embedding"].values, dtype=np.float32)
         n_t = X.shape[0]
         dim = X.shape[-1]
+        X = X.reshape(n_t, -1, dim)
+        if cfg.standardize and used.any():  # change vectors in the units the scores used
+            X = standardize_embeddings(X, used.reshape(n_t, -1))[0].astype(np.float32)
         events = extract_events(
-            X.reshape(n_t, -1, dim),
+            X,
             used.reshape(n_t, -1),
             times,
             scores.reshape(n_t, -1),

@@ -24,7 +24,7 @@ from changescope.change.reference import REFERENCES, Reference, reference_mask
 from changescope.change.scorers import Metric, PatchDistance, PatchLOF
 from changescope.errors import ParameterError
 
-__all__ = ["METHODS", "ChangeScorer", "Method", "robust_zscore"]
+__all__ = ["METHODS", "ChangeScorer", "Method", "robust_zscore", "standardize_embeddings"]
 
 Method: TypeAlias = Literal["distance", "lof"]
 METHODS: tuple[str, ...] = ("distance", "lof")
@@ -51,6 +51,21 @@ def robust_zscore(scores: F64, min_patches: int = 5) -> F64:
             mad = max(float(np.std(row[fin])), 1e-9 + 1e-6 * abs(med))
         out[t] = (row - med) / mad
     return out
+
+
+def standardize_embeddings(X: NDArray[np.floating], valid: NDArray[np.bool_]) -> tuple[F64, F64, F64]:
+    """Scale each dimension of ``(T, N, D)`` embeddings to unit spread over the valid observations.
+
+    Returns:
+        ``(X_scaled, center, spread)``: center = per-dimension median, spread = standard deviation (1 where 0).
+    """
+    obs = np.asarray(np.asarray(X)[np.asarray(valid, dtype=bool)], dtype=np.float64)
+    if obs.size == 0:
+        raise ParameterError("no valid observation to standardise the embeddings with")
+    center = np.median(obs, axis=0)
+    spread = obs.std(axis=0)
+    spread = np.where(spread > 1e-12, spread, 1.0)
+    return (np.asarray(X, dtype=np.float64) - center) / spread, center, spread
 
 
 def _gather(Xn: F64, mask: NDArray[np.bool_]) -> tuple[F64, NDArray[np.bool_]]:
@@ -158,12 +173,7 @@ class ChangeScorer:
         valid = valid & np.isfinite(X).all(axis=2)
         n_t, n = valid.shape
         if self.standardize and valid.any():
-            obs = np.asarray(X[valid], dtype=np.float64)
-            center = np.median(obs, axis=0)
-            spread = obs.std(axis=0)
-            spread = np.where(spread > 1e-12, spread, 1.0)
-            X = (np.asarray(X, dtype=np.float64) - center) / spread
-            self.center_, self.spread_ = center, spread
+            X, self.center_, self.spread_ = standardize_embeddings(X, valid)
         if self.context == "peers":
             return self._fit_peers(X, valid, times, positions)
         raw = np.full((n_t, n), np.nan)

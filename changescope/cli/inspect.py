@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from changescope.errors import ParameterError
+from changescope.errors import ChangescopeError, ParameterError
 from changescope.types import ShiftReference
 
 if TYPE_CHECKING:
@@ -117,6 +117,8 @@ def inspect_series(
     console = Console(highlight=False)
     if not console.is_terminal:  # files and pipes: do not squeeze the table into 80 columns
         console.width = max(console.width, 120)
+    if aoi is None and _list_aois(console, path, reader_format):
+        return
     ds = changescope.open(path, format=reader_format, **({"aoi": aoi} if aoi is not None else {}))
     console.print(_summary(ds, path))
     report = check_series(ds, reference=reference, max_shift=max_shift, band=band)
@@ -146,6 +148,30 @@ def inspect_series(
             + (f"; left as they were, shift missing or doubtful: {', '.join(kept)})" if kept else ")"),
             soft_wrap=True,
         )
+
+
+def _list_aois(console: Console, path: Path, reader_format: str | None) -> bool:
+    """Print the AOIs of a DynamicEarthNet root holding several; return whether it did."""
+    from changescope.io.dynamicearthnet import list_aois
+    from changescope.io.registry import detect_format
+
+    if reader_format not in (None, "dynamicearthnet") or not path.is_dir():
+        return False
+    if (reader_format or detect_format(path)) != "dynamicearthnet":
+        return False
+    try:
+        aois = list_aois(path)
+    except ChangescopeError:
+        return False
+    if len(aois) < 2:
+        return False
+    table = Table(title=f"{len(aois)} AOIs in {path}; inspect one with --aoi ID")
+    for col in ("aoi", "zone", "tile", "images", "label months", "image folder"):
+        table.add_column(col)
+    for ref in aois:
+        table.add_row(ref.aoi, ref.zone or "", ref.tile or "", str(ref.n_images), str(ref.n_labels), str(ref.image_dir))
+    console.print(table)
+    return True
 
 
 def register(app: typer.Typer) -> None:

@@ -55,6 +55,10 @@ def run(
         str, typer.Option("--reference", help="Reference: first, previous, rolling or season.")
     ] = "first",
     k: Annotated[int, typer.Option("--k", help="Reference dates for first/rolling.")] = 3,
+    context: Annotated[
+        str, typer.Option("--context", help="peers (compare with similar patches, default) or none.")
+    ] = "peers",
+    n_peers: Annotated[int, typer.Option("--n-peers", help="Peers per patch for --context peers.")] = 100,
     patch_size: Annotated[int, typer.Option("--patch-size", "-p", help="Patch side in pixels.")] = 32,
     stride: Annotated[int | None, typer.Option("--stride", help="Patch step in pixels.")] = None,
     min_valid: Annotated[float, typer.Option("--min-valid", help="Minimum clear fraction of a patch.")] = 0.5,
@@ -88,6 +92,8 @@ def run(
         method=method,  # type: ignore[arg-type]
         reference=reference,  # type: ignore[arg-type]
         k=k,
+        context=context,
+        n_peers=n_peers,
         threshold=thr,  # type: ignore[arg-type]
         persistence=persistence,
         cluster=cluster,

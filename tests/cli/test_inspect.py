@@ -124,3 +124,19 @@ def test_inspect_help_comes_from_the_docstring():
     assert "Summarise a series and check each date" in result.output
     assert "--fix-shift" in result.output
     assert "inspect" in CliRunner().invoke(app, ["--help"]).output
+
+
+def test_inspect_lists_the_aois_of_a_multi_aoi_root(tmp_path):
+    from typer.testing import CliRunner
+
+    from changescope.cli.app import app
+    from changescope.testing.den import write_den_root
+
+    root = write_den_root(tmp_path / "den", seed=1, aois=("aoi_0000", "aoi_0001", "aoi_0002"))
+    result = CliRunner().invoke(app, ["inspect", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "3 AOIs" in result.output
+    for aoi in ("aoi_0000", "aoi_0001", "aoi_0002"):
+        assert aoi in result.output
+    one = CliRunner().invoke(app, ["inspect", str(root), "--aoi", "aoi_0001"])
+    assert one.exit_code == 0 and "AOIs in" not in one.output

@@ -28,6 +28,8 @@ def demo(
     from changescope.synthetic import make_aoi
 
     console = Console(quiet=quiet)
+    if not console.is_terminal:  # files and pipes: do not squeeze the table into 80 columns
+        console.width = max(console.width, 120)
     root = out / "aoi"
     console.rule("1. synthesise the sample AOI")
     info = make_aoi(root, seed, size, months, overwrite=True)

@@ -30,7 +30,7 @@ def changes_table(top: object, title: str, n: int = 10) -> Table:
         ("rarity", "right"),
         ("confirmed", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=col in ("event_id", "date"))  # type: ignore[arg-type]
     for _, row in frame.head(n).iterrows():
         table.add_row(
             str(int(row["rank"])),
@@ -107,6 +107,8 @@ def run(
         seed=seed,
     )
     console = Console(quiet=quiet)
+    if not console.is_terminal:  # files and pipes: do not squeeze the table into 80 columns
+        console.width = max(console.width, 120)
     result = run_pipeline(input, out, config, progress=not quiet)
     console.print(changes_table(result.top, f"{result.n_events} changes; top ranked"))
     console.print(f"outputs in {result.out}", highlight=False)

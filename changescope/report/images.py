@@ -1,0 +1,163 @@
+"""Array-level image helpers for the report: RGB band choice, downsampling, stretch, overlays and data URIs.
+
+Everything here works on numpy arrays and returns ``uint8`` RGB images or ``data:image/png;base64,...`` strings.
+PNGs are palette-quantised (256 colours, no dithering) so a report with dozens of thumbnails stays small, and
+encoding is deterministic: the same array always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "block_mean",
+    "figure_uri",
+    "outline",
+    "overlay",
+    "png_uri",
+    "read_rgb",
+    "rgb_indices",
+    "stretch_limits",
+    "to_uint8",
+]
+
+_NAMES = (("red", "r", "b04", "b4"), ("green", "g", "b03", "b3"), ("blue", "b", "b02", "b2"))
+_WAVELENGTHS_UM = (0.665, 0.56, 0.49)
+MAGENTA = (255, 0, 255)
+
+
+def rgb_indices(ds: xr.Dataset) -> list[int]:
+    """Indices of the red, green and blue bands of a series.
+
+    Bands are matched by name first (``red``/``B04`` ...), then by the nearest ``wavelength`` coordinate (micrometres,
+    or nanometres when above 100), and otherwise the first three bands (the first band repeated for fewer).
+    """
+    names = [str(b).lower() for b in ds["band"].values]
+    by_name = [next((names.index(a) for a in aliases if a in names), None) for aliases in _NAMES]
+    if all(i is not None for i in by_name):
+        return [int(i) for i in by_name if i is not None]
+    if "wavelength" in ds.coords:
+        wl = np.asarray(ds["wavelength"].values, dtype=np.float64)
+        wl = np.where(wl > 100, wl / 1000.0, wl)
+        if np.isfinite(wl).sum() >= 3:
+            return [int(np.nanargmin(np.abs(wl - target))) for target in _WAVELENGTHS_UM]
+    n = len(names)
+    return [0, min(1, n - 1), min(2, n - 1)]
+
+
+def block_mean(a: NDArray[Any], factor: int) -> NDArray[np.float32]:
+    """Mean over ``factor x factor`` blocks of the last two axes, ignoring NaN (a block of NaN stays NaN)."""
+    arr = np.asarray(a, dtype=np.float32)
+    if factor <= 1:
+        return arr
+    h, w = (arr.shape[-2] // factor) * factor, (arr.shape[-1] // factor) * factor
+    lead = arr.shape[:-2]
+    blocks = arr[..., :h, :w].reshape(*lead, h // factor, factor, w // factor, factor)
+    finite = np.isfinite(blocks)
+    total = np.where(finite, blocks, 0).sum(axis=(-3, -1))
+    count = finite.sum(axis=(-3, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+
+
+def read_rgb(
+    ds: xr.Dataset, t: int, bands: list[int], factor: int = 1, window: tuple[slice, slice] | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Read one date's RGB reflectance (``(3, h, w)``, masked pixels kept) and its invalid fraction ``(h, w)``.
+
+    Args:
+        ds: The series.
+        t: Date index.
+        bands: Band indices (see :func:`rgb_indices`).
+        factor: Block-mean downsampling factor.
+        window: Optional ``(rows, cols)`` pixel window to read instead of the whole image.
+    """
+    sel: dict[str, Any] = {"time": t}
+    if window is not None:
+        sel.update(y=window[0], x=window[1])
+    img = ds["image"].isel(band=bands, **sel)
+    scale = np.asarray(ds["scale"].values if "scale" in ds else np.ones(ds.sizes["band"]), dtype=np.float32)
+    offset = np.asarray(ds["offset"].values if "offset" in ds else np.zeros(ds.sizes["band"]), dtype=np.float32)
+    rgb = np.asarray(img.values, dtype=np.float32) * scale[bands, None, None] + offset[bands, None, None]
+    invalid = ~np.asarray(ds["valid"].isel(**sel).values, dtype=bool)
+    return block_mean(rgb, factor), block_mean(invalid.astype(np.float32), factor)
+
+
+def stretch_limits(samples: NDArray[Any], low: float = 2.0, high: float = 98.0) -> NDArray[np.float32]:
+    """Per-band ``(2, 3)`` percentile limits of ``(..., 3, h, w)`` reflectances (finite values only)."""
+    arr = np.moveaxis(np.asarray(samples, dtype=np.float32), -3, 0).reshape(3, -1)
+    out = np.zeros((2, 3), dtype=np.float32)
+    for b in range(3):
+        v = arr[b][np.isfinite(arr[b])]
+        lo, hi = np.percentile(v, [low, high]) if v.size else (0.0, 1.0)
+        out[:, b] = (lo, hi if hi > lo else lo + 1e-6)
+    return out
+
+
+def to_uint8(rgb: NDArray[Any], limits: NDArray[Any]) -> NDArray[np.uint8]:
+    """Stretch ``(3, h, w)`` reflectances to an ``(h, w, 3)`` ``uint8`` image (NaN shows black)."""
+    lo, hi = limits[0][:, None, None], limits[1][:, None, None]
+    scaled = np.clip((np.asarray(rgb, dtype=np.float32) - lo) / (hi - lo), 0, 1)
+    out = (np.nan_to_num(scaled, nan=0.0) * 255 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+def overlay(
+    base: NDArray[np.uint8], color: NDArray[Any] | tuple[int, int, int], alpha: NDArray[Any]
+) -> NDArray[np.uint8]:
+    """Blend ``color`` (``(3,)`` or ``(h, w, 3)``, 0-255) over ``base`` with per-pixel ``alpha`` in [0, 1]."""
+    a = np.clip(np.nan_to_num(np.asarray(alpha, dtype=np.float32)), 0, 1)[..., None]
+    c = np.broadcast_to(np.asarray(color, dtype=np.float32), base.shape)
+    return (base.astype(np.float32) * (1 - a) + c * a + 0.5).astype(np.uint8)
+
+
+def outline(img: NDArray[np.uint8], y0: int, x0: int, y1: int, x1: int, color: tuple[int, int, int]) -> None:
+    """Draw a one-pixel rectangle ``[y0, y1) x [x0, x1)`` into ``img`` in place (clipped to the image)."""
+    h, w = img.shape[:2]
+    y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1) - 1, min(w, x1) - 1
+    if y1 < y0 or x1 < x0:
+        return
+    img[y0, x0 : x1 + 1] = color
+    img[y1, x0 : x1 + 1] = color
+    img[y0 : y1 + 1, x0] = color
+    img[y0 : y1 + 1, x1] = color
+
+
+def png_uri(img: NDArray[np.uint8]) -> str:
+    """Encode an ``(h, w, 3)`` ``uint8`` image as a palette PNG ``data:`` URI (deterministic bytes)."""
+    from PIL import Image
+
+    pil = Image.fromarray(np.ascontiguousarray(img), mode="RGB")
+    pal = pil.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    pal.save(buf, format="PNG", optimize=False, compress_level=9)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """Render a matplotlib figure (object API, Agg canvas) to PNG bytes without varying metadata."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def figure_uri(fig: Figure, dpi: int = 100) -> str:
+    """Render a matplotlib figure to a PNG ``data:`` URI."""
+    return bytes_uri(figure_png(fig, dpi))
+
+
+def bytes_uri(png: bytes) -> str:
+    """Wrap PNG bytes in a ``data:`` URI."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

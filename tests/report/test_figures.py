@@ -1,0 +1,62 @@
+import io
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from PIL import Image
+
+from changescope.discover.cluster import centroid_hierarchy
+from changescope.report.figures import dendrogram_figure, linkage_from_merges, scatter_figure
+from changescope.report.images import block_mean, figure_png, outline, png_uri, rgb_indices, to_uint8
+
+
+def _bands(names, wavelengths=None):
+    coords = {"band": names}
+    if wavelengths is not None:
+        coords["wavelength"] = ("band", wavelengths)
+    return xr.Dataset(coords=coords)
+
+
+def test_rgb_indices_by_name_wavelength_and_fallback():
+    assert rgb_indices(_bands(["blue", "green", "red", "nir"])) == [2, 1, 0]
+    assert rgb_indices(_bands(["B02", "B03", "B04", "B08"])) == [2, 1, 0]
+    assert rgb_indices(_bands(["a", "b", "c", "d"], [842.0, 665.0, 560.0, 490.0])) == [1, 2, 3]
+    assert rgb_indices(_bands(["x", "y"])) == [0, 1, 1]
+
+
+def test_block_mean_ignores_nan():
+    a = np.array([[1.0, np.nan, 5, 5], [3, np.nan, 5, 5]])
+    out = block_mean(a, 2)
+    np.testing.assert_allclose(out, [[2.0, 5.0]])
+    assert np.isnan(block_mean(np.full((2, 2), np.nan), 2)).all()
+
+
+def test_png_uri_is_deterministic_and_decodes():
+    rng = np.random.default_rng(0)
+    img = to_uint8(rng.random((3, 20, 30)), np.array([[0.0] * 3, [1.0] * 3]))
+    outline(img, 2, 3, 10, 12, (255, 230, 0))
+    assert img[2, 5].tolist() == [255, 230, 0]
+    uri = png_uri(img)
+    assert uri == png_uri(img) and uri.startswith("data:image/png;base64,")
+    import base64
+
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as im:
+        assert im.size == (30, 20)
+
+
+def test_dendrogram_from_clusters_json_merges():
+    centroids = np.random.default_rng(1).normal(size=(4, 6))
+    h = centroid_hierarchy(centroids, np.array([5, 3, 2, 7]))
+    z = linkage_from_merges(h["merges"], 4)
+    assert z.shape == (3, 4) and np.all(np.diff(z[:, 2]) >= 0)
+    png = figure_png(dendrogram_figure(h["merges"], [f"type {i}" for i in range(4)]))
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.size[0] > 100
+    assert figure_png(dendrogram_figure(h["merges"], [f"type {i}" for i in range(4)])) == png
+
+
+def test_scatter_figure_groups():
+    xy = np.random.default_rng(2).normal(size=(30, 2))
+    groups = pd.Series(["no change"] * 10 + ["type 0"] * 10 + ["noise"] * 10)
+    png = figure_png(scatter_figure(xy, groups.tolist(), "t"))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -241,7 +241,12 @@ def _write_maps(out: Path, grid: PatchGrid, times: pd.DatetimeIndex, scores: np.
 
 
 def run_pipeline(
-    input: PathLike | xr.Dataset, out: PathLike, config: RunConfig | None = None, *, progress: bool = True
+    input: PathLike | xr.Dataset,
+    out: PathLike,
+    config: RunConfig | None = None,
+    *,
+    progress: bool = True,
+    report: bool = True,
 ) -> RunResult:
     """Run open -> embed -> score -> events -> discover on one series and write every output.
 
@@ -250,6 +255,7 @@ def run_pipeline(
         out: Output folder (created).
         config: Parameters (defaults: spectral encoder, LOF against the first 3 dates, 32 px patches).
         progress: Show progress bars.
+        report: Build ``report.html`` at the end (:func:`changescope.report.build_report`).
 
     Raises:
         ParameterError: Inconsistent parameters (e.g. ``lof`` on a two-date series).
@@ -341,6 +347,11 @@ def run_pipeline(
         "outputs": sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")),
     }
     _write_json(out_dir / "run.json", summary)
+    if report:
+        from changescope.report import build_report
+
+        with _timed(timings, "report"):
+            build_report(out_dir)
     top = changes.sort_values("rank").head(20) if len(changes) else changes
     return RunResult(out=out_dir, n_events=len(changes), threshold=events.threshold, timings=timings, top=top)
 

@@ -55,6 +55,8 @@ def test_run_writes_every_output(small_aoi, tmp_path, method):
     run = load_run(out)
     assert run["config"]["method"] == method and run["n_events"] == len(changes)
     assert set(run["timings_s"]) == {"open", "embed", "score", "events", "discover"}
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
     clusters = json.loads((out / "clusters.json").read_text())
     assert clusters["n_events"] == len(changes)
 

@@ -23,7 +23,9 @@ def demo(
     """Synthesise the built-in sample AOI, inspect it, run the change pipeline on it and print the top changes."""
     import changescope
     from changescope.cli.run import changes_table
+    from changescope.evaluate import evaluate_run
     from changescope.quality import check_series
+    from changescope.report import build_report, explore
     from changescope.run import RunConfig, run_pipeline
     from changescope.synthetic import make_aoi
 
@@ -43,13 +45,29 @@ def demo(
         f"largest co-registration shift {frame['shift'].max():.2f} px; {int(frame['warning'].sum())} date(s) flagged"
     )
     console.rule("3. run: embed -> score -> events -> discover")
-    result = run_pipeline(ds, out / "run", RunConfig(seed=seed), progress=not quiet)
+    result = run_pipeline(ds, out / "run", RunConfig(seed=seed), progress=not quiet, report=False)
     console.print(changes_table(result.top, f"{result.n_events} changes found; the 10 to look at first"))
+    console.rule("4. evaluate against the known events, explore, report")
+    metrics = evaluate_run(result.out)
+    patch = metrics["patch"]
+    console.print(
+        f"patch-level ROC AUC {patch['auc']:.3f}, average precision {patch['ap']:.3f}, "
+        f"best F1 {patch['best_f1']:.3f}; pixel F1 {metrics['pixel']['f1']:.3f}"
+    )
+    explore(result.out, methods=("pca", "tsne"), seed=seed)
+    build_report(result.out)
     console.rule("outputs")
-    for name in ("changes.parquet", "patch_scores.parquet", "maps", "embeddings.zarr", "clusters.json", "run.json"):
+    for name in (
+        "changes.parquet",
+        "patch_scores.parquet",
+        "maps",
+        "embeddings.zarr",
+        "clusters.json",
+        "metrics.json",
+        "run.json",
+    ):
         console.print(f"  {out / 'run' / name}", highlight=False)
-    if result.report.exists():
-        console.print(f"  report: {result.report}", highlight=False)
+    console.print(f"report (open it in a browser): {result.report}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

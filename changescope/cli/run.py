@@ -112,6 +112,8 @@ def run(
     result = run_pipeline(input, out, config, progress=not quiet)
     console.print(changes_table(result.top, f"{result.n_events} changes; top ranked"))
     console.print(f"outputs in {result.out}", highlight=False)
+    if result.report.exists():
+        console.print(f"report (open it in a browser): {result.report}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

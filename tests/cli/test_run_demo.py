@@ -10,6 +10,12 @@ def test_demo_small(tmp_path, capsys):
     run = json.loads((tmp_path / "demo" / "run" / "run.json").read_text())
     assert run["n_dates"] == 6
     assert (tmp_path / "demo" / "aoi" / "events").is_dir()
+    metrics = json.loads((tmp_path / "demo" / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["patch"]["auc"] <= 1.0
+    html = (tmp_path / "demo" / "run" / "report.html").read_text()
+    for section in ("ranked changes", "score maps", "evaluation", "parameters"):
+        assert section in html.lower(), section
+    assert (tmp_path / "demo" / "run" / "figures" / "explore_embeddings_pca.png").exists()
 
 
 def test_run_cli_and_user_error(tmp_path, capsys):

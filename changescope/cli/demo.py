@@ -54,7 +54,7 @@ def demo(
         f"patch-level ROC AUC {patch['auc']:.3f}, average precision {patch['ap']:.3f}, "
         f"best F1 {patch['best_f1']:.3f}; pixel F1 {metrics['pixel']['f1']:.3f}"
     )
-    explore(result.out, methods=("pca", "tsne"), seed=seed)
+    explore(result.out, methods=("pca", "tsne", "umap"), seed=seed)
     build_report(result.out)
     console.rule("outputs")
     for name in (

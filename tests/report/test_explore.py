@@ -25,6 +25,8 @@ def test_explore_writes_pca_and_tsne(run_dir):
     if importlib.util.find_spec("umap") is None:
         assert any("UMAP skipped" in n for n in notes)
         assert not any("umap" in n for n in names)
+    else:
+        assert {"explore_embeddings_umap.png", "explore_changes_umap.png"} <= names
     assert SECTIONS["explore"] in build_report(run_dir).read_text(encoding="utf-8")
 
 

@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as ex:
         sys.exit(ex.exit_code)
     except Exception as err:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+        # Typer >= 0.29 raises the exceptions of its own vendored click, so match click's exception protocol
+        # (``show()`` and ``exit_code``) rather than one class.
+        show, code = getattr(err, "show", None), getattr(err, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise

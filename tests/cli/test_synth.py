@@ -62,3 +62,16 @@ def test_synth_help_comes_from_the_docstring() -> None:
     result = runner.invoke(app, ["synth", "--help"])
     assert result.exit_code == 0
     assert "DynamicEarthNet" in result.output
+
+
+def test_main_shows_usage_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as missing:
+        main(["synth"])
+    err = capsys.readouterr().err
+    assert missing.value.code == 2
+    assert "Missing argument" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as bare:
+        main([])
+    assert bare.value.code == 2
+    shown = capsys.readouterr()
+    assert "synth" in shown.out + shown.err

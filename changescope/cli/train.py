@@ -16,7 +16,7 @@ from changescope.errors import ParameterError
 if TYPE_CHECKING:
     from changescope.train.geosample import DatePlan
 
-__all__ = ["register", "sample_locations", "train_app"]
+__all__ = ["default_config", "register", "sample_locations", "ssl_command", "train_app"]
 
 train_app = typer.Typer(
     name="train",
@@ -98,6 +98,72 @@ def sample_locations(
     table.add_row("recent dates", ", ".join(d.isoformat() for d in plan.recent))
     console.print(table)
     console.print(f"locations  {path}", highlight=False)
+
+
+@train_app.command("ssl")
+def ssl_command(
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="YAML configuration; `changescope train default-config` writes one."),
+    ],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in the out folder from its newest checkpoint.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder; overrides `out` of the configuration.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Overrides optim.epochs (with --resume: extend a finished run).")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train an in-domain encoder self-supervised on your own unlabelled series (MoCo v2, SeCo or CACo).
+
+    Cuts the configured series into locations, trains a momentum-contrast encoder (ssl.mode: moco, seco or caco;
+    CPU by default, CUDA when present) and writes a checkpoint every epoch into the out folder. An interrupted run
+    continues with --resume and ends with the same encoder as an uninterrupted one. The final encoder,
+    OUT/encoder.safetensors, is used as `--encoder checkpoint:OUT/encoder.safetensors` by embed, run and benchmark.
+    """
+    from changescope.train.config import load_config, with_overrides
+    from changescope.train.ssl import train_ssl
+
+    console = Console(quiet=quiet)
+    cfg = with_overrides(load_config(config), out=out, epochs=epochs)
+    began = time.perf_counter()
+    result = train_ssl(cfg, resume=resume, progress=not quiet)
+    elapsed = time.perf_counter() - began
+
+    last = result.history[-1]
+    table = Table(title=f"{cfg.ssl.mode} training, {result.epochs} epochs, {elapsed:.1f} s", show_header=False)
+    table.title_justify = "left"
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("final loss", f"{last['loss']:.4f}")
+    if last.get("changed_fraction") is not None:
+        table.add_row("changed locations", f"{last['changed_fraction']:.1%}")
+    table.add_row("run folder", str(result.out))
+    console.print(table)
+    console.print(f"encoder  {result.encoder}", highlight=False, soft_wrap=True)
+    console.print(
+        f"use it   changescope run INPUT --encoder checkpoint:{result.encoder}", highlight=False, soft_wrap=True
+    )
+
+
+@train_app.command("default-config")
+def default_config(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the configuration to this file instead of printing it.")
+    ] = None,
+) -> None:
+    """Print (or write) a commented training configuration with every field at its default."""
+    from changescope.train.config import DEFAULT_CONFIG_YAML
+    from changescope.train.state import write_text
+
+    if out is None:
+        typer.echo(DEFAULT_CONFIG_YAML, nl=False)
+        return
+    write_text(DEFAULT_CONFIG_YAML, out)
+    typer.echo(f"wrote {out}; edit data.inputs and out, then run `changescope train ssl --config {out}`")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 ``run_pipeline(INPUT, OUT, RunConfig(...))`` writes into ``OUT``:
 
-- ``embeddings.zarr``: the embeddings store (resumable: a rerun skips finished date x block tasks);
+- ``embeddings.zarr``: the embeddings store (resumable: a rerun skips finished date x block tasks), and
+  ``subpatches.zarr``, the same for the sub-patches of the multi-scale score (``subdivide > 1``);
 - ``patch_scores.parquet``: one row per patch per date: ``row, col, y0, x0, size, time, score, raw_score,
   valid_fraction, method``;
 - ``changes.parquet`` (GeoParquet with the CRS): ``event_id, aoi, row, col, time, score, magnitude, cluster,
@@ -30,8 +31,9 @@ import pandas as pd
 import xarray as xr
 
 from changescope.change.events import ThresholdMethod, extract_events
+from changescope.change.multiscale import auto_subdivide, max_over_subpatches, subpatch_embeddings, subpatch_size
 from changescope.change.reference import Reference
-from changescope.change.score import ChangeScorer, Method, robust_zscore, standardize_embeddings
+from changescope.change.score import ChangeScorer, Method, confirm_scores, robust_zscore, standardize_embeddings
 from changescope.change.scorers import Metric
 from changescope.errors import ParameterError
 from changescope.grid import PatchGrid
@@ -39,7 +41,7 @@ from changescope.io.writers import atomic_path, write_geotiff
 from changescope.series import series_crs
 from changescope.types import PathLike
 
-__all__ = ["RunConfig", "RunResult", "load_run", "run_pipeline", "score_store"]
+__all__ = ["RunConfig", "RunResult", "load_run", "run_pipeline", "score_multiscale", "score_store"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,14 @@ class RunConfig:
             its own reference observations only (see :mod:`changescope.change.context`).
         n_peers: Peers per patch.
         standardize: Scale embedding dimensions to unit spread before scoring.
+        subdivide: Also embed and score sub-patches of side ``patch_size / subdivide`` (stored in
+            ``subpatches.zarr``); a patch's score is the maximum of its own and its sub-patches' scores, so a change
+            covering a small part of a patch still stands out (1 = patch scale only; see
+            :mod:`changescope.change.multiscale`). ``None``: 2 when the patch halves into sub-patches of at least
+            8 px, else 1.
+        confirm: A score is kept only as far as the patch's next ``confirm`` scored observations confirm it (the
+            minimum over them, :func:`~changescope.change.score.confirm_scores`): one-date glitches drop, lasting
+            changes stay (0 = off).
         threshold: ``"otsu"``, ``"gmm"``, ``"quantile"`` or a number (on normalised scores).
         q: Quantile for ``threshold="quantile"``.
         persistence: Following valid dates that must confirm an event.
@@ -91,6 +101,8 @@ class RunConfig:
     context: str = "peers"
     n_peers: int = 100
     standardize: bool = True
+    subdivide: int | None = None
+    confirm: int = 1
     threshold: ThresholdMethod | float = "otsu"
     q: float = 0.99
     persistence: int = 1
@@ -149,16 +161,22 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def score_store(
-    emb: xr.Dataset, config: RunConfig, rows_per_chunk: int | None = None
+    emb: xr.Dataset, config: RunConfig, rows_per_chunk: int | None = None, *, exclusion: int = 2
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score every patch of an embeddings store.
 
     With ``context="peers"`` or ``standardize`` the whole store is scored at once (memory ``T x N x D`` float32);
     otherwise it is processed in chunks of patch rows.
 
+    Args:
+        emb: The embeddings store.
+        config: The run parameters.
+        rows_per_chunk: Patch rows per chunk when chunking is possible.
+        exclusion: Patches within this many rows/cols are never peers.
+
     Returns:
-        ``(raw, scores, valid)`` each ``(T, n_rows, n_cols)``: raw scores, per-date normalised scores, and the
-        observations used (clear enough, with an embedding).
+        ``(raw, scores, valid)`` each ``(T, n_rows, n_cols)``: raw scores, per-date normalised scores confirmed over
+        ``config.confirm`` following observations, and the observations used (clear enough, with an embedding).
     """
     times = pd.DatetimeIndex(emb["time"].values)
     n_t, n_rows, n_cols = (emb.sizes[d] for d in ("time", "row", "col"))
@@ -182,13 +200,45 @@ def score_store(
             normalize=False,
             context=config.context,
             n_peers=config.n_peers,
+            exclusion=exclusion,
             standardize=config.standardize,
         )
         scorer.fit(X, valid, times, positions=np.stack([rr.ravel(), cc.ravel()], axis=1))
         raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
         used[:, sl] = valid.reshape(n_t, -1, n_cols)
-    scores = robust_zscore(raw.reshape(n_t, -1)).reshape(raw.shape)
+    scores = confirm_scores(robust_zscore(raw.reshape(n_t, -1)), config.confirm).reshape(raw.shape)
     return raw, scores, used
+
+
+def score_multiscale(
+    emb: xr.Dataset, fine: xr.Dataset | None, config: RunConfig, subdivide: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`score_store` on the patches, raised to the highest score of their sub-patches when ``fine`` is given.
+
+    Args:
+        emb: The patch embeddings store.
+        fine: The sub-patch embeddings store (side ``patch_size / subdivide``), or ``None``.
+        config: The run parameters.
+        subdivide: Sub-patches per patch side in ``fine``.
+
+    Returns:
+        ``(raw, scores, valid, X)``: ``raw`` and ``valid`` as :func:`score_store` returns them for the patches;
+        ``scores`` the maximum of the patch's and its sub-patches' scores where the patch itself is scored; ``X``
+        ``(T, n_rows, n_cols, D)`` the embeddings change vectors are taken from (per patch, those of the scale at
+        which it changed most, :func:`~changescope.change.multiscale.subpatch_embeddings`).
+    """
+    raw, scores, used = score_store(emb, config)
+    X = np.asarray(emb["embedding"].values, dtype=np.float32)
+    if fine is None:
+        return raw, scores, used, X
+    _, fine_scores, _ = score_store(fine, config, exclusion=2 * subdivide)
+    size = int(emb.attrs.get("patch_size", config.patch_size))
+    stride = int(emb.attrs.get("stride", config.stride or size))
+    step = stride // (size // subdivide)
+    n_rows, n_cols = scores.shape[1:]
+    X = subpatch_embeddings(X, np.asarray(fine["embedding"].values), scores, fine_scores, subdivide, step)
+    sub = max_over_subpatches(fine_scores, n_rows, n_cols, subdivide, step)
+    return raw, np.where(np.isfinite(scores), np.fmax(scores, sub), np.nan), used, X
 
 
 def _patch_scores_frame(
@@ -240,6 +290,18 @@ def _write_maps(out: Path, grid: PatchGrid, times: pd.DatetimeIndex, scores: np.
         )
 
 
+def _embed_resumable(ds: xr.Dataset, encoder: str, kw: dict[str, Any]) -> Path:
+    """Embed into ``kw["out"]``, resuming a store made with the same parameters and redoing one made otherwise."""
+    from changescope.embed import embed_series
+
+    try:
+        return embed_series(ds, encoder, overwrite=False, **kw)
+    except ParameterError:
+        if not Path(kw["out"]).exists():
+            raise
+        return embed_series(ds, encoder, overwrite=True, **kw)  # parameters changed: redo
+
+
 def run_pipeline(
     input: PathLike | xr.Dataset,
     out: PathLike,
@@ -261,7 +323,7 @@ def run_pipeline(
         ParameterError: Inconsistent parameters (e.g. ``lof`` on a two-date series).
     """
     import changescope
-    from changescope.embed import embed_series, open_embeddings
+    from changescope.embed import open_embeddings
 
     cfg = config or RunConfig()
     out_dir = Path(out)
@@ -295,22 +357,21 @@ def run_pipeline(
             "scheduler": cfg.scheduler,
             "progress": progress,
         }
-        try:  # resume a store made with the same parameters
-            store = embed_series(ds, cfg.encoder, overwrite=False, **embed_kw)
-        except ParameterError:
-            if not store_path.exists():
-                raise
-            store = embed_series(ds, cfg.encoder, overwrite=True, **embed_kw)  # parameters changed: redo
-        emb = open_embeddings(store)
+        emb = open_embeddings(_embed_resumable(ds, cfg.encoder, embed_kw))
+        k = auto_subdivide(cfg.patch_size, grid.stride) if cfg.subdivide is None else cfg.subdivide
+        sub = subpatch_size(cfg.patch_size, grid.stride, k)
+        fine = None
+        if sub is not None:
+            fine_kw = {**embed_kw, "patch_size": sub, "stride": sub, "out": out_dir / "subpatches.zarr"}
+            fine = open_embeddings(_embed_resumable(ds, cfg.encoder, fine_kw))
     with _timed(timings, "score"):
-        raw, scores, used = score_store(emb, cfg)
+        raw, scores, used, X = score_multiscale(emb, fine, cfg, k)
         times = pd.DatetimeIndex(emb["time"].values)
         meta = {"config": asdict(cfg), "source": source, "aoi": aoi}
         _write_parquet(_patch_scores_frame(emb, grid, raw, scores, cfg.method), out_dir / "patch_scores.parquet", meta)
         _write_maps(out_dir, grid, times, scores, series_crs(ds))
     with _timed(timings, "events"):
         persistence = min(cfg.persistence, max(0, n_dates - 2))
-        X = np.asarray(emb["embedding"].values, dtype=np.float32)
         n_t = X.shape[0]
         dim = X.shape[-1]
         X = X.reshape(n_t, -1, dim)

@@ -7,6 +7,7 @@ import pytest
 import rasterio
 
 import changescope
+from changescope.embed import open_embeddings
 from changescope.errors import ParameterError
 from changescope.run import RunConfig, load_run, run_pipeline
 from changescope.synthetic import make_aoi
@@ -96,3 +97,25 @@ def test_run_on_oscd_and_cbers(shared_data, tmp_path):
     res = run_pipeline(cbers, tmp_path / "cbers", RunConfig(method="lof", patch_size=5), progress=False)
     scores = pd.read_parquet(res.out / "patch_scores.parquet")
     assert scores.time.nunique() == 24 and scores.score.notna().any()
+
+
+def test_multiscale_scores_are_at_least_the_patch_scores(small_aoi, tmp_path):
+    single = run_pipeline(small_aoi, tmp_path / "one", RunConfig(method="distance", subdivide=1), progress=False)
+    multi = run_pipeline(small_aoi, tmp_path / "two", RunConfig(method="distance"), progress=False)
+    assert not (single.out / "subpatches.zarr").exists()
+    sub = open_embeddings(multi.out / "subpatches.zarr")
+    emb = open_embeddings(multi.out / "embeddings.zarr")
+    assert (sub.sizes["row"], sub.sizes["col"]) == (2 * emb.sizes["row"], 2 * emb.sizes["col"])
+    a = pd.read_parquet(single.out / "patch_scores.parquet")
+    b = pd.read_parquet(multi.out / "patch_scores.parquet")
+    np.testing.assert_array_equal(a["raw_score"], b["raw_score"])  # the patch scale itself is unchanged
+    both = a["score"].notna() & b["score"].notna()
+    assert (a["score"].isna() == b["score"].isna()).all()
+    assert (b["score"][both] >= a["score"][both] - 1e-6).all()
+    assert (b["score"][both] > a["score"][both] + 1e-3).any()  # some sub-patch stands out more than its patch
+    assert load_run(multi.out)["config"]["subdivide"] is None
+
+
+def test_subdivide_that_cannot_split_the_patch_is_refused(small_aoi, tmp_path):
+    with pytest.raises(ParameterError, match="subdivide"):
+        run_pipeline(small_aoi, tmp_path / "bad", RunConfig(method="distance", subdivide=3), progress=False)

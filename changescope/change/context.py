@@ -43,6 +43,7 @@ def peer_scores(
     exclusion: int = 2,
     k_nearest: int = 3,
     n_neighbors: int = 20,
+    chunk: int = 4096,
 ) -> F64:
     """Score every observation against its peers' observations of the same date.
 
@@ -59,6 +60,7 @@ def peer_scores(
         exclusion: Patches within this many rows/cols are never peers.
         k_nearest: Peer observations averaged by ``distance``.
         n_neighbors: LOF neighbours (capped by the peers available).
+        chunk: Patches scored at once (memory ``chunk x n_peers x D`` float64).
 
     Returns:
         ``(T, N)`` raw scores, NaN where not scored (invalid, no reference, too few peers).
@@ -67,6 +69,8 @@ def peer_scores(
         raise ParameterError(f"method={method!r} must be 'distance' or 'lof'")
     if n_peers < 2 or k_nearest < 1:
         raise ParameterError(f"n_peers={n_peers!r} must be >= 2 and k_nearest={k_nearest!r} >= 1")
+    if chunk < 1:
+        raise ParameterError(f"chunk={chunk!r} must be >= 1 patches")
     Xf = np.where(valid[..., None], np.asarray(X, dtype=np.float64), 0.0)
     n_t, n, _ = Xf.shape
     pos = np.asarray(positions)
@@ -90,15 +94,23 @@ def peer_scores(
         peers = np.take_along_axis(nb, order, axis=1)
         mask = np.take_along_axis(far, order, axis=1)
         delta = Xf[t, idx] - state  # each patch's change since its reference state
-        R = delta[peers]  # (n_ok, n_peers, D): the changes of its peers over the same time
-        q = delta[:, None, :]
-        if method == "distance":
-            d = np.where(mask, np.linalg.norm(R - q, axis=2), np.inf)
-            d.sort(axis=1)
-            kk = min(k_nearest, n_eff)
-            near = d[:, :kk]
-            with np.errstate(invalid="ignore"):
-                out[t, idx] = np.where(np.isfinite(near).all(axis=1), near.mean(axis=1), np.nan)
-        else:
-            out[t, idx] = PatchLOF(n_neighbors=n_neighbors).fit(R, mask).score(q)[:, 0]
+        for lo in range(0, len(idx), chunk):  # bounded memory: (chunk, n_peers, D) at a time
+            sl = slice(lo, lo + chunk)
+            out[t, idx[sl]] = _score_against_peers(
+                delta[sl], delta[peers[sl]], mask[sl], method, min(k_nearest, n_eff), n_neighbors
+            )
     return out
+
+
+def _score_against_peers(
+    delta: F64, R: F64, mask: NDArray[np.bool_], method: str, k_nearest: int, n_neighbors: int
+) -> F64:
+    """Score each patch's change ``delta (n, D)`` against its peers' changes ``R (n, n_peers, D)``."""
+    q = delta[:, None, :]
+    if method == "distance":
+        d = np.where(mask, np.linalg.norm(R - q, axis=2), np.inf)
+        d.sort(axis=1)
+        near = d[:, :k_nearest]
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(near).all(axis=1), near.mean(axis=1), np.nan)
+    return np.asarray(PatchLOF(n_neighbors=n_neighbors).fit(R, mask).score(q)[:, 0], dtype=np.float64)

@@ -24,7 +24,7 @@ from changescope.change.reference import REFERENCES, Reference, reference_mask
 from changescope.change.scorers import Metric, PatchDistance, PatchLOF
 from changescope.errors import ParameterError
 
-__all__ = ["METHODS", "ChangeScorer", "Method", "robust_zscore", "standardize_embeddings"]
+__all__ = ["METHODS", "ChangeScorer", "Method", "confirm_scores", "robust_zscore", "standardize_embeddings"]
 
 Method: TypeAlias = Literal["distance", "lof"]
 METHODS: tuple[str, ...] = ("distance", "lof")
@@ -50,6 +50,45 @@ def robust_zscore(scores: F64, min_patches: int = 5) -> F64:
         if mad <= 1e-12:
             mad = max(float(np.std(row[fin])), 1e-9 + 1e-6 * abs(med))
         out[t] = (row - med) / mad
+    return out
+
+
+def confirm_scores(scores: NDArray[np.floating], following: int = 1) -> F64:
+    """Keep only changes that last: each score becomes the minimum of itself and the next ``following`` scores.
+
+    A real change (a cleared forest, a new building, a flood of a few weeks) is still there at the patch's next
+    clear observation; a glitch (an unmasked cloud edge, a haze or shadow residue, a one-date mis-registration) is
+    not. Taking the minimum over the observation and the next ``following`` scored observations of the same patch
+    (NaN dates skipped) keeps the first and removes the second. The last observations of a patch, which have fewer
+    followers, keep the minimum over what there is (a change on the last date is still reported).
+
+    Args:
+        scores: ``(T, N)`` scores, NaN where not scored.
+        following: Scored observations that must confirm (0 returns the scores unchanged).
+
+    Returns:
+        ``(T, N)`` confirmed scores, NaN exactly where ``scores`` is NaN.
+
+    Raises:
+        ParameterError: ``following`` is negative.
+    """
+    if following < 0:
+        raise ParameterError(f"following={following!r} must be >= 0 observations")
+    s = np.asarray(scores, dtype=np.float64)
+    n_t, n = s.shape
+    fin = np.isfinite(s)
+    # nxt[t, j]: the first scored date strictly after t for patch j (n_t when none)
+    idx = np.where(fin, np.arange(n_t)[:, None], n_t)
+    first_from = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
+    nxt = np.vstack([first_from[1:], np.full((1, n), n_t)])
+    padded = np.vstack([s, np.full((1, n), np.nan)])
+    nxt_padded = np.vstack([nxt, np.full((1, n), n_t)])
+    cols = np.arange(n)[None, :]
+    out = s.copy()
+    cur = np.broadcast_to(np.arange(n_t)[:, None], (n_t, n))
+    for _ in range(following):
+        cur = nxt_padded[cur, cols]
+        out = np.where(fin, np.fmin(out, padded[cur, cols]), np.nan)
     return out
 
 
@@ -223,6 +262,7 @@ class ChangeScorer:
             n_peers=self.n_peers,
             exclusion=self.exclusion,
             n_neighbors=self.n_neighbors,
+            chunk=self.chunk,
         )
         if self.method == "lof" and not np.isfinite(raw).any() and valid.sum(axis=0).max(initial=0) < 3:
             raise ParameterError(

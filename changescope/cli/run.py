@@ -64,6 +64,11 @@ def run(
     min_valid: Annotated[float, typer.Option("--min-valid", help="Minimum clear fraction of a patch.")] = 0.5,
     threshold: Annotated[str, typer.Option("--threshold", help="otsu, gmm, quantile or a number.")] = "otsu",
     persistence: Annotated[int, typer.Option("--persistence", help="Following dates confirming a change.")] = 1,
+    subdivide: Annotated[
+        int | None,
+        typer.Option("--subdivide", help="Also score sub-patches of side patch/N (1 = patch scale only; auto: 2)."),
+    ] = None,
+    confirm: Annotated[int, typer.Option("--confirm", help="Next observations a score must hold for (0 = off).")] = 1,
     cluster: Annotated[str, typer.Option("--cluster", help="hdbscan or kmeans.")] = "hdbscan",
     n_clusters: Annotated[int | None, typer.Option("--n-clusters", help="Clusters for kmeans.")] = None,
     rank_by: Annotated[str, typer.Option("--rank-by", help="rarity, magnitude or mix.")] = "mix",
@@ -96,6 +101,8 @@ def run(
         n_peers=n_peers,
         threshold=thr,  # type: ignore[arg-type]
         persistence=persistence,
+        subdivide=subdivide,
+        confirm=confirm,
         cluster=cluster,
         n_clusters=n_clusters,
         rank_by=rank_by,

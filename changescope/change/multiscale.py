@@ -124,7 +124,7 @@ def subpatch_embeddings(
         ``(T, n_rows, n_cols, D)`` float32: each patch's own embeddings, or those of the sub-patch whose highest score
         over the dates beats the patch's (on dates that sub-patch has no embedding, the patch's own).
     """
-    n_t, n_rows, n_cols, _ = coarse.shape
+    _, n_rows, n_cols, _ = coarse.shape
     peak = np.where(np.isfinite(fine_scores), fine_scores, -np.inf).max(axis=0)  # (rows_f, cols_f)
     win = _windows(peak, n_rows, n_cols, subdivide, step)  # (n_rows, n_cols, k*k)
     best = win.argmax(axis=-1)

@@ -105,7 +105,9 @@ def rank_events(frame: pd.DataFrame, by: RankBy = "rarity", weight: float = 0.5)
         frame: Events with ``rarity`` (for ``"rarity"``/``"mix"``), ``magnitude`` (for ``"magnitude"``/``"mix"``)
             and ``event_id`` (tie-break, optional).
         by: ``"rarity"``, ``"magnitude"``, or ``"mix"``: ``weight * rank_normalize(rarity) + (1 - weight) *
-            rank_normalize(magnitude)``.
+            rank_normalize(magnitude)``, multiplied by ``rank_normalize(score)`` when ``frame`` has a ``score``
+            column (how confidently the change was detected), so that a rare-looking but barely detected event does
+            not outrank clear changes.
         weight: Share of rarity in ``"mix"`` (1 = rarity order, 0 = magnitude order).
 
     Raises:
@@ -132,6 +134,8 @@ def rank_events(frame: pd.DataFrame, by: RankBy = "rarity", weight: float = 0.5)
         primary, secondary = mag, rar
     else:
         primary = weight * rank_normalize(rar) + (1.0 - weight) * rank_normalize(mag)
+        if "score" in out:
+            primary = primary * rank_normalize(np.nan_to_num(out["score"].to_numpy(np.float64), nan=-np.inf))
         secondary = rar if weight >= 0.5 else mag
     ids = out["event_id"].astype(str).to_numpy() if "event_id" in out else np.arange(n).astype(str)
     order = np.lexsort((ids, -secondary, -primary))

@@ -129,3 +129,23 @@ def test_discovery_summaries_and_clusters_json(tmp_path):
     (tmp_path / "bad.json").write_text("[1]")
     with pytest.raises(CorruptFileError):
         read_clusters_json(tmp_path / "bad.json")
+
+
+def test_mix_ranking_favours_confident_detections_when_scores_are_known() -> None:
+    import pandas as pd
+
+    from changescope.discover.rank import rank_events
+
+    frame = pd.DataFrame(
+        {
+            "event_id": ["a", "b", "c"],
+            "rarity": [0.9, 0.9, 0.1],
+            "magnitude": [5.0, 5.0, 1.0],
+            "score": [3.0, 12.0, 20.0],
+        }
+    )
+    ranked = rank_events(frame, "mix").set_index("event_id")["rank"]
+    assert ranked["b"] < ranked["a"]  # same rarity and magnitude, detected more clearly
+    without = rank_events(frame.drop(columns="score"), "mix").set_index("event_id")["rank"]
+    assert without["a"] < without["b"]  # ties broken by event id when no score is known
+    assert list(rank_events(frame, "rarity").sort_values("rank")["event_id"]) == ["a", "b", "c"]

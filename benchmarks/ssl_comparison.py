@@ -27,7 +27,7 @@ It prints the budget actually used (training wall seconds per mode, threads, epo
 (mode, train seconds, change AUC per evaluation seed and mean, linear-probe accuracy) and a JSON line with
 everything. Timings are wall-clock on a shared CPU and therefore noisy.
 
-Usage: python benchmarks/ssl_comparison.py [--train-seeds 201 202] [--eval-seeds 301 302] [--size 512]
+Usage: python benchmarks/ssl_comparison.py [--train-seeds 201 202] [--eval-seeds 301 302 303] [--size 512]
     [--months 24] [--epochs 20] [--batch-size 64] [--threads 1] [--modes random moco seco caco] [--seed 0]
     [--out DIR]  (more options: --help)
 """
@@ -204,7 +204,7 @@ def fmt(v: float | None, digits: int = 3) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[201, 202])
-    ap.add_argument("--eval-seeds", type=int, nargs="+", default=[301, 302])
+    ap.add_argument("--eval-seeds", type=int, nargs="+", default=[301, 302, 303])
     ap.add_argument("--size", type=int, default=512, help="AOI side, px")
     ap.add_argument("--months", type=int, default=24)
     ap.add_argument("--epochs", type=int, default=20)

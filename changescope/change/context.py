@@ -44,6 +44,7 @@ def peer_scores(
     k_nearest: int = 3,
     n_neighbors: int = 20,
     chunk: int = 4096,
+    breaks: NDArray[np.bool_] | None = None,
 ) -> F64:
     """Score every observation against its peers' observations of the same date.
 
@@ -61,6 +62,9 @@ def peer_scores(
         k_nearest: Peer observations averaged by ``distance``.
         n_neighbors: LOF neighbours (capped by the peers available).
         chunk: Patches scored at once (memory ``chunk x n_peers x D`` float64).
+        breaks: ``(T, N)`` segment starts after confirmed changes
+            (:func:`~changescope.change.reference.reference_mask`): a patch's reference state, and so its peers,
+            follow its latest segment.
 
     Returns:
         ``(T, N)`` raw scores, NaN where not scored (invalid, no reference, too few peers).
@@ -74,7 +78,7 @@ def peer_scores(
     Xf = np.where(valid[..., None], np.asarray(X, dtype=np.float64), 0.0)
     n_t, n, _ = Xf.shape
     pos = np.asarray(positions)
-    ref, scored = reference_mask(valid, times, reference, k, season_window)
+    ref, scored = reference_mask(valid, times, reference, k, season_window, breaks=breaks)
     out = np.full((n_t, n), np.nan)
     extra = (2 * exclusion + 1) ** 2
     for t in range(n_t):

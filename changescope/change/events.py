@@ -92,6 +92,35 @@ class Events:
         """``(E, D)`` change vectors ``after - before``."""
         return np.asarray(self.after - self.before, dtype=np.float32)
 
+    def descriptors(self, from_weight: float = 1.0) -> NDArray[np.float32]:
+        """From-to change descriptors: ``(E, 2D)`` ``[after - before, from_weight * before]`` (``(E, D)`` at 0).
+
+        A change is a transition *from* a state *to* another. The change vector alone confuses transitions that
+        move the embedding the same way from different states (a clearing in a forest and a field drying out both
+        lose vegetation); adding the before state (what the land was), as change-type maps do with from-to classes,
+        keeps them apart. Clustering, rarity and search all compare these descriptors by cosine.
+
+        Raises:
+            ParameterError: ``from_weight`` negative or not finite.
+        """
+        if not np.isfinite(from_weight) or from_weight < 0:
+            raise ParameterError(f"from_weight={from_weight!r} must be a finite number >= 0 (0 = change vector only)")
+        if from_weight == 0:
+            return self.vectors
+        return np.hstack([self.vectors, np.float32(from_weight) * self.before]).astype(np.float32)
+
+    def breaks(self, n_times: int, n_patches: int) -> NDArray[np.bool_]:
+        """``(T, N)`` mask of the confirmed events' dates: the segment starts of a rescoring pass.
+
+        Args:
+            n_times: Dates of the series.
+            n_patches: Patches of the series.
+        """
+        out = np.zeros((n_times, n_patches), dtype=bool)
+        done = self.frame[self.frame["confirmed"].to_numpy(dtype=bool)]
+        out[done["t"].to_numpy(dtype=int), done["patch"].to_numpy(dtype=int)] = True
+        return out
+
     def __len__(self) -> int:
         return len(self.frame)
 
@@ -109,6 +138,7 @@ def extract_events(
     q: float = 0.99,
     persistence: int = 1,
     keep_unconfirmed: bool = True,
+    breaks: NDArray[np.bool_] | None = None,
 ) -> Events:
     """Turn per-patch scores into events (see the module docstring for the rules).
 
@@ -124,6 +154,8 @@ def extract_events(
         q: Quantile for ``threshold="quantile"``.
         persistence: Following valid observations that must confirm the new state (0 = no check).
         keep_unconfirmed: Keep events that could not be checked (series end) with ``confirmed=False``.
+        breaks: ``(T, N)`` segment starts the scores used (:func:`~changescope.change.reference.reference_mask`):
+            the before state of an event is then its segment's reference.
     """
     if persistence < 0:
         raise ParameterError(f"persistence={persistence!r} must be >= 0 following dates")
@@ -132,6 +164,9 @@ def extract_events(
     valid = np.asarray(valid, dtype=bool) & np.isfinite(X).all(axis=2)
     if s.shape != valid.shape:
         raise ParameterError(f"scores have shape {s.shape!r}, expected {valid.shape!r}")
+    seg = None if breaks is None else np.asarray(breaks, dtype=bool)
+    if seg is not None and seg.shape != valid.shape:
+        raise ParameterError(f"breaks have shape {seg.shape!r}, expected {valid.shape!r}")
     thr = pick_threshold(s, threshold, q)
     idx = pd.DatetimeIndex(times)
     cand = np.isfinite(s) & (s >= thr)
@@ -144,7 +179,8 @@ def extract_events(
         for t in obs:
             is_cand = bool(cand[t, p])
             if is_cand and not prev_cand:
-                ref, _ = reference_mask(valid[:, p : p + 1], idx, reference, k, season_window)
+                own = None if seg is None else seg[:, p : p + 1]
+                ref, _ = reference_mask(valid[:, p : p + 1], idx, reference, k, season_window, own)
                 before = X[ref[t, :, 0], p].mean(axis=0)
                 follow = [u for u in np.nonzero(valid[:, p])[0] if u > t][:persistence]
                 after_obs = [t]

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from changescope.errors import ParameterError
 
-__all__ = ["auto_subdivide", "max_over_subpatches", "subpatch_embeddings", "subpatch_size"]
+__all__ = ["auto_subdivide", "max_over_subpatches", "subpatch_breaks", "subpatch_embeddings", "subpatch_size"]
 
 MIN_SUBPATCH = 8
 """Smallest sub-patch side (pixels) the automatic choice goes down to: smaller windows hold too few pixels for
@@ -89,6 +89,32 @@ def max_over_subpatches(
     out = np.full(windows.shape[:3], np.nan)
     has = np.isfinite(windows).any(axis=-1)
     out[has] = np.nanmax(windows[has], axis=-1)
+    return out
+
+
+def subpatch_breaks(
+    breaks: NDArray[np.bool_], fine_shape: tuple[int, int], subdivide: int, step: int
+) -> NDArray[np.bool_]:
+    """Spread patch segment starts to their sub-patches (a sub-patch of several patches gets all their starts).
+
+    Args:
+        breaks: ``(T, n_rows, n_cols)`` patch segment starts.
+        fine_shape: ``(rows_f, cols_f)`` of the sub-patch grid.
+        subdivide: Sub-patches per patch side.
+        step: The coarse stride in sub-patches.
+
+    Returns:
+        ``(T, rows_f, cols_f)``.
+    """
+    b = np.asarray(breaks, dtype=bool)
+    n_t, n_rows, n_cols = b.shape
+    out = np.zeros((n_t, *fine_shape), dtype=bool)
+    for dr in range(subdivide):  # k * k offsets, each vectorised over dates and patches
+        for dc in range(subdivide):
+            rows = np.arange(n_rows) * step + dr
+            cols = np.arange(n_cols) * step + dc
+            ok_r, ok_c = rows < fine_shape[0], cols < fine_shape[1]
+            out[:, rows[ok_r][:, None], cols[ok_c][None, :]] |= b[:, ok_r][:, :, ok_c]
     return out
 
 

@@ -188,6 +188,7 @@ class ChangeScorer:
         valid: NDArray[np.bool_],
         times: pd.DatetimeIndex | NDArray[np.datetime64],
         positions: NDArray[np.integer] | None = None,
+        breaks: NDArray[np.bool_] | None = None,
     ) -> ChangeScorer:
         """Score every observation of every patch.
 
@@ -197,6 +198,9 @@ class ChangeScorer:
             times: ``T`` sorted dates.
             positions: ``(N, 2)`` patch ``(row, col)``, for the spatial exclusion of ``context="peers"``
                 (without them no patch is excluded).
+            breaks: ``(T, N)``, True where a confirmed change starts a new segment of the patch: with
+                ``reference="first"`` later dates are then compared with the new state
+                (:func:`~changescope.change.reference.reference_mask`).
 
         Returns:
             ``self`` with ``raw_scores_ (T, N)``, ``scores_ (T, N)`` (normalised when ``normalize``), NaN where
@@ -213,18 +217,23 @@ class ChangeScorer:
         n_t, n = valid.shape
         if self.standardize and valid.any():
             X, self.center_, self.spread_ = standardize_embeddings(X, valid)
+        if breaks is not None:
+            breaks = np.asarray(breaks, dtype=bool)
+            if breaks.shape != valid.shape:
+                raise ParameterError(f"breaks have shape {breaks.shape!r}, expected {valid.shape!r}")
         if self.context == "peers":
-            return self._fit_peers(X, valid, times, positions)
+            return self._fit_peers(X, valid, times, positions, breaks)
         raw = np.full((n_t, n), np.nan)
         scored_all = np.zeros((n_t, n), dtype=bool)
         max_ref = 0
         for lo in range(0, n, self.chunk):
             sl = slice(lo, min(lo + self.chunk, n))
-            ref, scored = reference_mask(valid[:, sl], times, self.reference, self.k, self.season_window)
+            seg = None if breaks is None else breaks[:, sl]
+            ref, scored = reference_mask(valid[:, sl], times, self.reference, self.k, self.season_window, seg)
             max_ref = max(max_ref, int(ref.sum(axis=1).max(initial=0)))
             Xn = np.asarray(X[:, sl], dtype=np.float64).transpose(1, 0, 2)
             Xn = np.where(np.isfinite(Xn), Xn, 0.0)
-            raw[:, sl] = self._score_chunk(Xn, ref, scored)
+            raw[:, sl] = self._score_chunk(Xn, ref, scored, same_ref=seg is None or not seg[1:].any())
             scored_all[:, sl] = scored
         if self.method == "lof" and max_ref < 2:
             raise ParameterError(
@@ -244,6 +253,7 @@ class ChangeScorer:
         valid: NDArray[np.bool_],
         times: pd.DatetimeIndex | NDArray[np.datetime64],
         positions: NDArray[np.integer] | None,
+        breaks: NDArray[np.bool_] | None = None,
     ) -> ChangeScorer:
         from changescope.change.context import peer_scores
 
@@ -263,6 +273,7 @@ class ChangeScorer:
             exclusion=self.exclusion,
             n_neighbors=self.n_neighbors,
             chunk=self.chunk,
+            breaks=breaks,
         )
         if self.method == "lof" and not np.isfinite(raw).any() and valid.sum(axis=0).max(initial=0) < 3:
             raise ParameterError(
@@ -278,10 +289,10 @@ class ChangeScorer:
             return PatchDistance(metric=self.metric or "cosine")
         return PatchLOF(n_neighbors=self.n_neighbors, metric=self.metric or "euclidean")
 
-    def _score_chunk(self, Xn: F64, ref: NDArray[np.bool_], scored: NDArray[np.bool_]) -> F64:
+    def _score_chunk(self, Xn: F64, ref: NDArray[np.bool_], scored: NDArray[np.bool_], *, same_ref: bool = True) -> F64:
         n_t = ref.shape[0]
         out = np.full((n_t, Xn.shape[0]), np.nan)
-        if self.reference == "first":
+        if self.reference == "first" and same_ref:  # one reference for every date: fit once
             R, m = _gather(Xn, ref[0].T)
             out[:] = self._make().fit(R, m).score(Xn).T
             return out
@@ -297,6 +308,7 @@ class ChangeScorer:
         X: NDArray[np.floating],
         valid: NDArray[np.bool_],
         times: pd.DatetimeIndex | NDArray[np.datetime64],
+        breaks: NDArray[np.bool_] | None = None,
     ) -> F64:
-        """``fit(X, valid, times).scores_``."""
-        return self.fit(X, valid, times).scores_
+        """``fit(X, valid, times, breaks=breaks).scores_``."""
+        return self.fit(X, valid, times, breaks=breaks).scores_

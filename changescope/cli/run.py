@@ -69,6 +69,14 @@ def run(
         typer.Option("--subdivide", help="Also score sub-patches of side patch/N (1 = patch scale only; auto: 2)."),
     ] = None,
     confirm: Annotated[int, typer.Option("--confirm", help="Next observations a score must hold for (0 = off).")] = 1,
+    rebase: Annotated[
+        bool,
+        typer.Option("--rebase/--no-rebase", help="After a confirmed change, compare later dates with the new state."),
+    ] = False,
+    from_weight: Annotated[
+        float,
+        typer.Option("--from-weight", help="Weight of the before state in change descriptors (0 = change only)."),
+    ] = 1.0,
     cluster: Annotated[str, typer.Option("--cluster", help="hdbscan or kmeans.")] = "hdbscan",
     n_clusters: Annotated[int | None, typer.Option("--n-clusters", help="Clusters for kmeans.")] = None,
     rank_by: Annotated[str, typer.Option("--rank-by", help="rarity, magnitude or mix.")] = "mix",
@@ -103,6 +111,8 @@ def run(
         persistence=persistence,
         subdivide=subdivide,
         confirm=confirm,
+        rebase=rebase,
+        from_weight=from_weight,
         cluster=cluster,
         n_clusters=n_clusters,
         rank_by=rank_by,

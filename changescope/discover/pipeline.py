@@ -54,12 +54,14 @@ def discover_events(
     rank_by: str | None = None,
     rank_weight: float | None = None,
     seed: int | None = None,
+    from_weight: float | None = None,
 ) -> Any:
     """Cluster, score and rank one AOI's events; write its catalog files into ``out``.
 
     Settings come from the keyword overrides, else from ``config`` (a :class:`changescope.run.RunConfig` or any
-    object with ``cluster``, ``n_clusters``, ``rank_by``, ``rank_weight``, ``seed``), else the defaults
-    (HDBSCAN, rank by ``"mix"`` with weight 0.5, seed 0).
+    object with ``cluster``, ``n_clusters``, ``rank_by``, ``rank_weight``, ``seed``, ``from_weight``), else the
+    defaults (HDBSCAN, rank by ``"mix"`` with weight 0.5, seed 0, from-to descriptors with ``from_weight`` 1).
+    The catalog's vectors are the events' from-to descriptors (:meth:`Events.descriptors`).
 
     Args:
         events: The AOI's events; ``frame.patch`` is the row-major flat index ``row * n_cols + col``.
@@ -74,9 +76,10 @@ def discover_events(
         rank_by: ``"rarity"``, ``"magnitude"`` or ``"mix"``.
         rank_weight: Rarity's share in ``"mix"``.
         seed: Clustering seed.
+        from_weight: Weight of the before state in the descriptors (0 = change vectors ``after - before`` only).
 
     Returns:
-        The catalog GeoDataFrame (with ``cluster``, ``rarity``, ``rank``), row-aligned with ``events.vectors``.
+        The catalog GeoDataFrame (with ``cluster``, ``rarity``, ``rank``), row-aligned with the descriptors.
     """
     method = str(_setting(config, "cluster", cluster, "hdbscan"))
     if method not in ("hdbscan", "kmeans"):
@@ -92,7 +95,7 @@ def discover_events(
     frame = catalog_frame(events, grid, aoi or "aoi")
     if crs is not None:
         frame = frame.set_crs(crs, allow_override=True)
-    vectors = events.vectors
+    vectors = events.descriptors(float(_setting(config, "from_weight", from_weight, 1.0)))
     if by not in ("rarity", "magnitude", "mix"):
         raise ParameterError(f"rank_by={by!r} must be 'rarity', 'magnitude' or 'mix'")
     clusterer = ChangeClusterer(cast("ClusterMethod", method), n_clusters=k, random_state=random_state)

@@ -125,11 +125,22 @@ def test_discover_events_writes_run_files(tmp_path):
         "cluster", "rarity", "rank", "confirmed", "geometry",
     ]  # fmt: skip
     cat = Catalog.open(tmp_path)
-    np.testing.assert_allclose(cat.vectors, ev.vectors)
+    # the catalog holds from-to descriptors: [after - before, 1.0 * before]
+    np.testing.assert_allclose(cat.vectors, np.hstack([ev.after - ev.before, ev.before]), rtol=1e-6)
     assert sorted(cat.frame["rank"]) == list(range(1, len(ev) + 1))
     assert cat.frame["cluster"].nunique() == 3
     data = read_clusters_json(tmp_path / "clusters.json")
     assert data["n_clusters"] == 3 and data["params"]["method"] == "kmeans"
+
+
+def test_discover_events_from_weight(tmp_path):
+    ev, grid = _events(), _grid()
+    discover_events(ev, grid, aoi="a", out=tmp_path / "w0", cluster="kmeans", n_clusters=2, from_weight=0.0)
+    np.testing.assert_allclose(Catalog.open(tmp_path / "w0").vectors, ev.after - ev.before, rtol=1e-6)
+    discover_events(ev, grid, aoi="a", out=tmp_path / "w2", cluster="kmeans", n_clusters=2, from_weight=2.0)
+    np.testing.assert_allclose(Catalog.open(tmp_path / "w2").vectors[:, ev.before.shape[1] :], 2 * ev.before, rtol=1e-6)
+    with pytest.raises(ParameterError, match="from_weight"):
+        ev.descriptors(-1.0)
 
 
 def test_discover_events_without_events(tmp_path):

@@ -93,12 +93,16 @@ class Events:
         return np.asarray(self.after - self.before, dtype=np.float32)
 
     def descriptors(self, from_weight: float = 1.0) -> NDArray[np.float32]:
-        """From-to change descriptors: ``(E, 2D)`` ``[after - before, from_weight * before]`` (``(E, D)`` at 0).
+        """From-to change descriptors ``(E, 2D)``: ``[unit(after - before), from_weight * unit(before)]``.
 
         A change is a transition *from* a state *to* another. The change vector alone confuses transitions that
         move the embedding the same way from different states (a clearing in a forest and a field drying out both
         lose vegetation); adding the before state (what the land was), as change-type maps do with from-to classes,
-        keeps them apart. Clustering, rarity and search all compare these descriptors by cosine.
+        keeps them apart. Each half is scaled to unit length, so the cosine of two descriptors is
+        ``(cos(change_1, change_2) + w**2 cos(before_1, before_2)) / (1 + w**2)``: the direction of the change and
+        the state it started from, weighted by ``w`` whatever the magnitudes (kept in the ``magnitude`` column).
+        Clustering, rarity and search all compare these descriptors by cosine. ``from_weight=0`` gives the change
+        vectors ``after - before`` (``(E, D)``, unscaled).
 
         Raises:
             ParameterError: ``from_weight`` negative or not finite.
@@ -107,7 +111,8 @@ class Events:
             raise ParameterError(f"from_weight={from_weight!r} must be a finite number >= 0 (0 = change vector only)")
         if from_weight == 0:
             return self.vectors
-        return np.hstack([self.vectors, np.float32(from_weight) * self.before]).astype(np.float32)
+        parts = [_unit(self.vectors), np.float32(from_weight) * _unit(self.before)]
+        return np.hstack(parts).astype(np.float32)
 
     def breaks(self, n_times: int, n_patches: int) -> NDArray[np.bool_]:
         """``(T, N)`` mask of the confirmed events' dates: the segment starts of a rescoring pass.
@@ -123,6 +128,13 @@ class Events:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+
+def _unit(x: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    v = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.asarray(v / np.where(norm > 0, norm, 1.0), dtype=np.float32)
 
 
 def extract_events(

@@ -311,7 +311,9 @@ class ChangeIndex:
         """The ``k`` events whose change is most similar (cosine) to the query's.
 
         Args:
-            query: An ``event_id`` of the catalog (that event is excluded from the results) or a change vector.
+            query: An ``event_id`` of the catalog (that event is excluded from the results) or a vector shaped like
+                the catalog's rows (a run's from-to descriptor ``[after - before, w * before]``,
+                :meth:`~changescope.change.events.Events.descriptors`).
             k: Results wanted.
             dates: ``(start, end)`` inclusive; either may be ``None``.
             bbox: ``(minx, miny, maxx, maxy)``: keep events whose patch intersects it.

@@ -125,8 +125,12 @@ def test_discover_events_writes_run_files(tmp_path):
         "cluster", "rarity", "rank", "confirmed", "geometry",
     ]  # fmt: skip
     cat = Catalog.open(tmp_path)
-    # the catalog holds from-to descriptors: [after - before, 1.0 * before]
-    np.testing.assert_allclose(cat.vectors, np.hstack([ev.after - ev.before, ev.before]), rtol=1e-6)
+    # the catalog holds from-to descriptors: [unit(after - before), 1.0 * unit(before)]
+    delta = ev.after - ev.before
+    want = np.hstack(
+        [delta / np.linalg.norm(delta, axis=1)[:, None], ev.before / np.linalg.norm(ev.before, axis=1)[:, None]]
+    )
+    np.testing.assert_allclose(cat.vectors, want, rtol=1e-5)
     assert sorted(cat.frame["rank"]) == list(range(1, len(ev) + 1))
     assert cat.frame["cluster"].nunique() == 3
     data = read_clusters_json(tmp_path / "clusters.json")
@@ -138,7 +142,15 @@ def test_discover_events_from_weight(tmp_path):
     discover_events(ev, grid, aoi="a", out=tmp_path / "w0", cluster="kmeans", n_clusters=2, from_weight=0.0)
     np.testing.assert_allclose(Catalog.open(tmp_path / "w0").vectors, ev.after - ev.before, rtol=1e-6)
     discover_events(ev, grid, aoi="a", out=tmp_path / "w2", cluster="kmeans", n_clusters=2, from_weight=2.0)
-    np.testing.assert_allclose(Catalog.open(tmp_path / "w2").vectors[:, ev.before.shape[1] :], 2 * ev.before, rtol=1e-6)
+    back = Catalog.open(tmp_path / "w2").vectors
+    unit_before = ev.before / np.linalg.norm(ev.before, axis=1)[:, None]
+    np.testing.assert_allclose(back[:, ev.before.shape[1] :], 2 * unit_before, rtol=1e-5)
+    # cosine of two descriptors = (cos of the changes + w^2 cos of the before states) / (1 + w^2)
+    a, b = back[0], back[1]
+    d0, d1 = ev.after[:2] - ev.before[:2]
+    cos = lambda x, y: float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))  # noqa: E731
+    want = (cos(d0, d1) + 4 * cos(ev.before[0], ev.before[1])) / 5
+    assert cos(a, b) == pytest.approx(want, rel=1e-5)
     with pytest.raises(ParameterError, match="from_weight"):
         ev.descriptors(-1.0)
 

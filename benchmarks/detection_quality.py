@@ -17,7 +17,7 @@ For each seed and each method it prints:
 Event types come from the patch: the event type covering most of the patch (see `patch_types`), so an event is a
 "deforestation" event when it sits on a cleared patch, whatever its date.
 
-Usage: python benchmarks/detection_quality.py [--seeds 101 102] [--size 1024] [--months 24] [--from-weight 1]
+Usage: python benchmarks/detection_quality.py [--seeds 105 106 107] [--size 1024] [--months 24] [--from-weight 1]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def evaluate(root: Path, out: Path, config: RunConfig, aoi: str) -> tuple[dict[s
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[101, 102])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[105, 106, 107])
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--months", type=int, default=24)
     ap.add_argument("--methods", nargs="+", default=["distance", "lof"])

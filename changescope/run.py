@@ -56,7 +56,9 @@ class RunConfig:
         patch_size: Patch side in pixels.
         stride: Patch step in pixels (default: ``patch_size``).
         min_valid: Minimum clear fraction of a patch for its observation to be used.
-        method: ``"lof"`` or ``"distance"``.
+        method: ``"distance"`` (default) or ``"lof"``. On the synthetic benchmark (README) distance to the nearest
+            peer changes beat LOF on every seed (AUC, top-20 precision, query precision; LOF let crop phenology
+            into the top 20), and it also scores two-date pairs.
         reference: ``"first"``, ``"previous"``, ``"rolling"`` or ``"season"``.
         k: Reference size for ``first``/``rolling``.
         n_neighbors: LOF neighbours.
@@ -103,7 +105,7 @@ class RunConfig:
     patch_size: int = 32
     stride: int | None = None
     min_valid: float = 0.5
-    method: Method = "lof"
+    method: Method = "distance"
     reference: Reference = "first"
     k: int = 3
     n_neighbors: int = 20
@@ -246,7 +248,7 @@ def run_pipeline(
     Args:
         input: A path ``changescope.open`` reads, or an already opened series.
         out: Output folder (created).
-        config: Parameters (defaults: spectral encoder, LOF against the first 3 dates, 32 px patches).
+        config: Parameters (defaults: spectral encoder, distance against the first 3 dates, 32 px patches).
         progress: Show progress bars.
         report: Build ``report.html`` at the end (:func:`changescope.report.build_report`).
 

@@ -50,7 +50,7 @@ def run(
     out: OutDir = Path("changescope_run"),
     encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder name or checkpoint:PATH.")] = "spectral",
     weights: Annotated[str | None, typer.Option("--weights", help="Encoder weights (path, HF repo id).")] = None,
-    method: Annotated[str, typer.Option("--method", "-m", help="Change score: lof or distance.")] = "lof",
+    method: Annotated[str, typer.Option("--method", "-m", help="Change score: distance or lof.")] = "distance",
     reference: Annotated[
         str, typer.Option("--reference", help="Reference: first, previous, rolling or season.")
     ] = "first",

@@ -164,7 +164,7 @@ def score_events(
     subdivide: int = 2,
     *,
     persistence: int = 1,
-    rebase: bool = True,
+    rebase: bool = False,
     max_passes: int = 3,
 ) -> ScoredEvents:
     """Score, extract events and (with ``rebase``) rescore with segments until they settle (module docstring).

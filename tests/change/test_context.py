@@ -61,3 +61,58 @@ def test_invalid_observations_and_bad_arguments():
         peer_scores(X, valid, times, pos, method="x")
     with pytest.raises(ParameterError, match="context="):
         ChangeScorer(context="x").fit(X, valid, times)
+
+
+def _naive_peer_distance(X, valid, times, pos, n_peers, exclusion=2, k_nearest=3, reference="first", breaks=None):
+    """Per date and patch, plainly: the nearest far-away scorable patches by reference state, then the mean
+    distance of the patch's change to the ``k_nearest`` closest of their changes."""
+    from changescope.change.reference import reference_mask
+
+    ref, scored = reference_mask(valid, times, reference, 3, breaks=breaks)
+    Xf = np.where(valid[..., None], X, 0.0)
+    n_t, n, _ = X.shape
+    out = np.full((n_t, n), np.nan)
+    extra = (2 * exclusion + 1) ** 2
+    for t in range(n_t):
+        count = ref[t].sum(axis=0)
+        idx = [i for i in range(n) if scored[t, i] and count[i] > 0]
+        n_eff = min(n_peers, len(idx) - 1)
+        if n_eff < max(k_nearest + 1, 5):
+            continue
+        state = np.zeros((n, X.shape[2]))
+        for i in idx:
+            state[i] = (ref[t][:, i, None] * Xf[:, i]).sum(axis=0) / count[i]
+        n_query = min(len(idx), n_eff + extra + 1)
+        cand = np.asarray(idx)
+        for i in idx:
+            dist = np.linalg.norm(state[cand] - state[i], axis=1)
+            near = cand[np.lexsort((cand, dist))][:n_query]
+            far = [j for j in near if max(abs(pos[j] - pos[i])) > exclusion][:n_eff]
+            if len(far) < k_nearest:
+                continue
+            delta = Xf[t, i] - state[i]
+            d = sorted(np.linalg.norm((Xf[t, j] - state[j]) - delta) for j in far)
+            out[t, i] = np.mean(d[:k_nearest])
+    return out
+
+
+@pytest.mark.parametrize("cloudy", [0.2, 0.9])
+def test_peer_distance_matches_a_naive_loop(cloudy):
+    # cloudy=0.9 on one date leaves most fetched candidates unusable: the per-date fallback search
+    X, valid, times, pos, _ = _landscape(seed=4, t=7)
+    rng = np.random.default_rng(1)
+    valid = rng.random(valid.shape) > 0.2
+    valid[5] = rng.random(valid.shape[1]) > cloudy
+    got = peer_scores(X, valid, times, pos, n_peers=30)
+    want = _naive_peer_distance(X, valid, times, pos, n_peers=30)
+    np.testing.assert_allclose(got, want, rtol=1e-9, equal_nan=True)
+    assert np.isfinite(got[5]).sum() > 0
+
+
+def test_peer_distance_with_breaks_matches_a_naive_loop():
+    X, valid, times, pos, changed = _landscape(seed=2, t=9)
+    breaks = np.zeros_like(valid)
+    breaks[4, changed[:2]] = True  # two patches restart their reference: the per-date tables differ
+    got = peer_scores(X, valid, times, pos, n_peers=30, breaks=breaks)
+    want = _naive_peer_distance(X, valid, times, pos, n_peers=30, breaks=breaks)
+    np.testing.assert_allclose(got, want, rtol=1e-9, equal_nan=True)

@@ -31,8 +31,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP)  # the quick benchmarks (minutes); detection_quality, ssl_comparison, embed_memory and search_latency take longer
 	$(BIN)/python benchmarks/synth_speed.py
+	$(BIN)/python benchmarks/score_throughput.py
+	$(BIN)/python benchmarks/peer_scaling.py
 
 clean:
 	rm -rf $(VENV) demo_out .mypy_cache .ruff_cache .pytest_cache

@@ -6,6 +6,12 @@ if the location really changed. The change estimate of a location is the ratio o
 published ``(4·old + current) / 5``). After each epoch a 2-component Gaussian mixture on the ratios of the locations
 seen so far labels each as changed (the component with the higher mean) or unchanged.
 
+The mixture is fitted to ``log(1 + ratio)``, not to the ratios themselves. Ratios are positive and heavy-tailed: a
+location whose two short-term dates embed almost identically gets a ratio of hundreds, and a mixture on raw ratios
+then spends its second component on that one outlier and labels nobody else changed (seen twice in a 20-epoch run:
+1 of 1922 locations "changed" at epochs 5 and 15, 12-15 % at the others). On the log scale the tail is compressed
+and the two components describe the bulk.
+
 Typical use in a training loop::
 
     tracker = ChangeTracker(n_locations, seed=cfg.seed)
@@ -163,9 +169,9 @@ class ChangeTracker:
             gm = GaussianMixture(n_components=2, random_state=self.seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                labels = gm.fit_predict(values[:, None])
+                labels = gm.fit_predict(np.log1p(values)[:, None])
             converged = bool(gm.converged_)
-            comp_means = gm.means_[:, 0]
+            comp_means = np.expm1(gm.means_[:, 0])  # back on the ratio scale
             high = int(np.argmax(comp_means))
             low_mean, high_mean = float(comp_means.min()), float(comp_means.max())
             is_changed = (labels == high) & (values > low_mean)

@@ -64,6 +64,18 @@ def test_fit_labels_the_high_mode_changed() -> None:
     assert again.fit() == s and np.array_equal(again.changed, tracker.changed)  # deterministic
 
 
+def test_one_extreme_ratio_does_not_take_a_component() -> None:
+    # a location whose short-term dates embed almost identically gets a huge ratio; fitted on raw ratios the
+    # mixture spent its high component on it and labelled nobody else changed (seen in a real training run)
+    tracker, planted = _bimodal(seed=3)
+    tracker.update(np.array([N_CHANGED + N_UNCHANGED]), np.array([0.3]), np.array([1e-3]))  # ratio 300
+    s = tracker.fit()
+    seen = planted[: N_CHANGED + N_UNCHANGED]
+    assert s.n_changed >= N_CHANGED
+    assert (tracker.changed[: N_CHANGED + N_UNCHANGED] == seen).mean() >= 0.98
+    assert tracker.changed[N_CHANGED + N_UNCHANGED]  # the outlier itself is changed, with the high mode
+
+
 @pytest.mark.parametrize("case", ["equal", "few", "unfitted"])
 def test_degenerate_input_changes_nobody(case: str) -> None:
     t = ChangeTracker(50)

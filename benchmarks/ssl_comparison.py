@@ -58,7 +58,7 @@ from changescope.synthetic import PIXEL_SIZE, make_aoi
 from changescope.train.config import TrainConfig, config_from_dict
 from changescope.train.data import TemporalPatches
 from changescope.train.moco import PooledBackbone
-from changescope.train.ssl import open_inputs, train_ssl
+from changescope.train.ssl import train_ssl, training_patches
 
 MODES = ("random", "moco", "seco", "caco")
 PATCH = 32  # benchmark / probe patch side, px (one stage-4 feature cell of a ResNet-18)
@@ -104,20 +104,6 @@ def train_config(mode: str, train_root: Path, out: Path, args: argparse.Namespac
             "threads": args.threads,
         },
         source="ssl_comparison",
-    )
-
-
-def training_patches(config: TrainConfig) -> TemporalPatches:
-    """The training locations exactly as :func:`~changescope.train.ssl.train_ssl` cuts them (same for every mode)."""
-    d = config.data
-    return TemporalPatches.from_series(
-        open_inputs(d),
-        size=d.size,
-        stride=d.stride,
-        min_valid=d.min_valid,
-        min_dates=d.min_dates,
-        max_locations=d.max_locations,
-        seed=config.seed,
     )
 
 

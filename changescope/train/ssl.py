@@ -45,7 +45,15 @@ from changescope.train.data import TemporalPatches, Views
 from changescope.train.gating import ChangeTracker
 from changescope.train.moco import MoCo
 
-__all__ = ["FAIL_AFTER_ENV", "RESUMABLE_FIELDS", "TrainResult", "epoch_generator", "open_inputs", "train_ssl"]
+__all__ = [
+    "FAIL_AFTER_ENV",
+    "RESUMABLE_FIELDS",
+    "TrainResult",
+    "epoch_generator",
+    "open_inputs",
+    "train_ssl",
+    "training_patches",
+]
 
 FAIL_AFTER_ENV = "CHANGESCOPE_TRAIN_FAIL_AFTER"
 """Testing hook: raise right after this epoch is saved."""
@@ -69,6 +77,20 @@ class TrainResult:
     encoder: Path
     epochs: int
     history: list[dict[str, Any]]
+
+
+def training_patches(config: TrainConfig, series: list[xr.Dataset] | None = None) -> TemporalPatches:
+    """The training locations of ``config``, cut from ``series`` (default: :func:`open_inputs` of its data)."""
+    d = config.data
+    return TemporalPatches.from_series(
+        open_inputs(d) if series is None else series,
+        size=d.size,
+        stride=d.stride,
+        min_valid=d.min_valid,
+        min_dates=d.min_dates,
+        max_locations=d.max_locations,
+        seed=config.seed,
+    )
 
 
 def open_inputs(data: DataConfig) -> list[xr.Dataset]:
@@ -362,15 +384,7 @@ def train_ssl(config: TrainConfig, *, resume: bool = False, progress: bool = Tru
     d = config.data
     with _threads(config.threads):
         series = open_inputs(d)
-        patches = TemporalPatches.from_series(
-            series,
-            size=d.size,
-            stride=d.stride,
-            min_valid=d.min_valid,
-            min_dates=d.min_dates,
-            max_locations=d.max_locations,
-            seed=config.seed,
-        )
+        patches = training_patches(config, series)
         if config.optim.batch_size > patches.n_locations:
             raise ParameterError(
                 f"optim.batch_size={config.optim.batch_size} but the inputs give only {patches.n_locations} "

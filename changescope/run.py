@@ -7,10 +7,11 @@
 - ``patch_scores.parquet``: one row per patch per date: ``row, col, y0, x0, size, time, score, raw_score,
   valid_fraction, method``;
 - ``changes.parquet`` (GeoParquet with the CRS): ``event_id, aoi, row, col, time, score, magnitude, cluster,
-  rarity, rank, confirmed, geometry`` and ``change_vectors.npy`` beside it (row-aligned from-to change descriptors
+  rarity, rank, confirmed, p_value, nfa, status, date, date_earliest, date_latest, geometry`` and ``change_vectors.npy`` beside it (row-aligned from-to change descriptors
   ``[after - before, from_weight * before]``);
 - ``clusters.json``: change types (cluster summaries) and their hierarchy;
-- ``maps/score_<YYYY-MM-DD>.tif``: Cloud-Optimised GeoTIFFs of the patch scores in the input CRS;
+- ``maps/score_<YYYY-MM-DD>.tif``: Cloud-Optimised GeoTIFFs of the patch scores in the input CRS, and
+  ``maps/change_date.tif``: each patch's first confirmed break date (``YYYYMMDD``, 0 = no change);
 - ``run.json``: every parameter, versions, timings and counts (written last: its presence means the run finished).
 
 Every file is written atomically, so a killed run leaves either the previous file or none.
@@ -23,7 +24,7 @@ import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,12 @@ class RunConfig:
         confirm: A score is kept only as far as the patch's next ``confirm`` scored observations confirm it (the
             minimum over them, :func:`~changescope.change.score.confirm_scores`): one-date glitches drop, lasting
             changes stay (0 = off).
-        threshold: ``"otsu"``, ``"gmm"``, ``"quantile"`` or a number (on normalised scores).
+        threshold: How changes are declared: ``"nfa"`` (default: a test with at most ``false_alarms`` expected
+            false changes per 1000 patches), ``"fdr"`` (Benjamini-Hochberg at ``fdr``), or a split of the scores
+            (``"otsu"``, ``"gmm"``, ``"quantile"`` or a number on normalised scores), which always finds changes,
+            even where nothing changed (:mod:`changescope.change.calibrate`).
+        false_alarms: Expected false changes per 1000 patches for ``threshold="nfa"``.
+        fdr: False-discovery rate for ``threshold="fdr"``.
         q: Quantile for ``threshold="quantile"``.
         persistence: Following valid dates that must confirm an event.
         from_weight: Weight of the before state in the change descriptors that clustering, rarity and search
@@ -116,7 +122,9 @@ class RunConfig:
     subdivide: int | None = None
     confirm: int = 1
     rebase: bool = False
-    threshold: ThresholdMethod | float = "otsu"
+    threshold: ThresholdMethod | float = "nfa"
+    false_alarms: float = 1.0
+    fdr: float = 0.05
     q: float = 0.99
     persistence: int = 1
     from_weight: float = 1.0
@@ -143,6 +151,14 @@ class RunResult:
     threshold: float
     timings: dict[str, float]
     top: pd.DataFrame
+    n_confirmed: int = 0
+
+    @property
+    def headline(self) -> str:
+        """One line on what the run found: confirmed changes, and pending ones apart."""
+        pending = self.n_events - self.n_confirmed
+        tail = f" ({pending} pending: too close to the end of the series to confirm)" if pending else ""
+        return f"{self.n_confirmed} changes found{tail}"
 
     @property
     def report(self) -> Path:
@@ -223,6 +239,49 @@ def _write_maps(out: Path, grid: PatchGrid, times: pd.DatetimeIndex, scores: np.
         )
 
 
+def _date_code(times: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    """Dates as ``YYYYMMDD`` integers (0 for a missing date)."""
+    idx = pd.DatetimeIndex(times)
+    code = idx.year * 10000 + idx.month * 100 + idx.day
+    return np.where(idx.isna(), 0, np.asarray(code, dtype=np.float64)).astype(np.int32)
+
+
+def _write_change_date_map(out: Path, grid: PatchGrid, changes: pd.DataFrame, crs: Any) -> None:
+    """``maps/change_date.tif``: each patch's first confirmed break date and the start of its dating interval.
+
+    Band 1 is the break date (the first clear date showing the change), band 2 the last clear date before it, both
+    as ``YYYYMMDD`` integers, 0 (nodata) where no confirmed change was found, as a CCDC break map.
+    """
+    first = np.zeros((2, grid.n_rows, grid.n_cols), dtype=np.int32)
+    if len(changes) and "status" in changes:
+        done = changes[changes["status"] == "confirmed"].sort_values("time")
+        done = done.drop_duplicates(["row", "col"], keep="first")
+        rows, cols = done["row"].to_numpy(int), done["col"].to_numpy(int)
+        first[0, rows, cols] = _date_code(done["time"])
+        first[1, rows, cols] = _date_code(done["date_earliest"])
+    (out / "maps").mkdir(parents=True, exist_ok=True)
+    write_geotiff(
+        out / "maps" / "change_date.tif",
+        first,
+        crs=crs,
+        transform=grid.patch_transform(),
+        nodata=0,
+        descriptions=["break date (YYYYMMDD)", "last clear date before (YYYYMMDD)"],
+        cog=True,
+    )
+
+
+def _check_decision(cfg: RunConfig) -> None:
+    """Refuse bad decision settings before any work (they are otherwise only used after embedding)."""
+    from changescope.change.calibrate import decide
+    from changescope.change.events import pick_threshold
+
+    if isinstance(cfg.threshold, str) and cfg.threshold in ("nfa", "fdr"):
+        decide(np.zeros((1, 1)), 1, rule=cfg.threshold, false_alarms=cfg.false_alarms, fdr=cfg.fdr)
+    else:
+        pick_threshold(np.array([0.0, 1.0]), cfg.threshold, cfg.q)
+
+
 def _embed_resumable(ds: xr.Dataset, encoder: str, kw: dict[str, Any]) -> Path:
     """Embed into ``kw["out"]``, resuming a store made with the same parameters and redoing one made otherwise."""
     from changescope.embed import embed_series
@@ -259,6 +318,7 @@ def run_pipeline(
     from changescope.embed import open_embeddings
 
     cfg = config or RunConfig()
+    _check_decision(cfg)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -298,7 +358,9 @@ def run_pipeline(
             fine_kw = {**embed_kw, "patch_size": sub, "stride": sub, "out": out_dir / "subpatches.zarr"}
             fine = open_embeddings(_embed_resumable(ds, cfg.encoder, fine_kw))
     persistence = min(cfg.persistence, max(0, n_dates - 2))
-    found = score_events(emb, fine, cfg, k, persistence=persistence, rebase=cfg.rebase)
+    # a two-date pair has one scored date: nothing can confirm it, so it is tested on its own (not left pending)
+    scoring = replace(cfg, confirm=min(cfg.confirm, max(0, n_dates - 2)))
+    found = score_events(emb, fine, scoring, k, persistence=persistence, rebase=cfg.rebase)
     timings.update(found.timings)
     raw, scores, events = found.raw, found.scores, found.events
     written = time.perf_counter()
@@ -311,18 +373,23 @@ def run_pipeline(
         from changescope.discover.pipeline import discover_events
 
         changes = discover_events(events, grid, aoi=aoi, crs=series_crs(ds), config=cfg, out=out_dir)
+    _write_change_date_map(out_dir, grid, changes, series_crs(ds))
+    n_confirmed = int(changes["confirmed"].sum()) if len(changes) else 0
     summary = {
         "changescope_run": 1,
         "source": source,
         "aoi": aoi,
         "config": asdict(cfg),
         "persistence_used": persistence,
+        "confirm_used": scoring.confirm,
         "scoring_passes": found.passes,
-        "threshold": events.threshold,
+        "threshold": events.threshold if np.isfinite(events.threshold) else None,
+        "decision": None if events.decision is None else events.decision.to_json(),
         "n_dates": n_dates,
         "grid": {"rows": grid.n_rows, "cols": grid.n_cols, "size": grid.size, "stride": grid.stride},
         "n_events": len(changes),
-        "n_confirmed": int(changes["confirmed"].sum()) if len(changes) else 0,
+        "n_confirmed": n_confirmed,
+        "n_pending": len(changes) - n_confirmed,
         "timings_s": timings,
         "versions": _versions(),
         "outputs": sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")),
@@ -333,8 +400,15 @@ def run_pipeline(
 
         with _timed(timings, "report"):
             build_report(out_dir)
-    top = changes.sort_values("rank").head(20) if len(changes) else changes
-    return RunResult(out=out_dir, n_events=len(changes), threshold=events.threshold, timings=timings, top=top)
+    top = changes.sort_values(["confirmed", "rank"], ascending=[False, True]).head(20) if len(changes) else changes
+    return RunResult(
+        out=out_dir,
+        n_events=len(changes),
+        threshold=events.threshold,
+        timings=timings,
+        top=top,
+        n_confirmed=n_confirmed,
+    )
 
 
 def load_run(run_dir: PathLike) -> dict[str, Any]:

@@ -1,15 +1,24 @@
 """From change scores to change events.
 
-1. **Threshold**: a score is a candidate when it reaches a threshold chosen automatically from all scored
-   observations (``"otsu"``, ``"gmm"``: the boundary of a 2-component Gaussian mixture, ``"quantile"``) or given
-   as a number.
-2. **Runs**: consecutive candidate observations of a patch (ignoring unscored dates in between) form one run; the
-   event is dated at the run's first observation.
-3. **Persistence**: the event is *confirmed* when each of the next ``persistence`` valid observations of the patch
+1. **Decision**: by default an observation is a candidate when its confirmed p-value against the null of "no
+   change" passes a test with a known false-alarm rate (``"nfa"``: at most ``false_alarms`` expected false changes
+   per 1000 patches; ``"fdr"``: Benjamini-Hochberg; :mod:`changescope.change.calibrate`). The older rules split the
+   scores themselves: ``"otsu"``, ``"gmm"`` (the boundary of a 2-component Gaussian mixture), ``"quantile"``, or a
+   number; they always find changes, also where nothing changed.
+2. **Runs and dating**: consecutive candidate observations of a patch (ignoring unscored dates in between) form one
+   run. The event is dated at its *break*: the run's first observation, moved back over the patch's preceding
+   scored observations as long as each of them is already significant on its own (confirmed p-value at most
+   ``date_level``, 0.01), as hysteresis thresholding or CCDC/BFAST break dating do: a change is detected where the
+   evidence is overwhelming and dated where it begins. ``date_earliest`` is the patch's last clear observation
+   before the break (the change happened after it), ``date_latest`` the break's observation (the first clear date
+   that shows it): when clouds hide the transition, the two are months apart.
+3. **Pending**: an observation that nothing after it can confirm (the series ends, or the patch is cloudy until the
+   end) gives a ``pending`` event, kept apart from ``confirmed`` ones and never counted as a change found.
+4. **Persistence**: the event is *confirmed* when each of the next ``persistence`` valid observations of the patch
    is closer to the new state (the observation at the event date) than to the state before (the mean of the
    reference observations). A one-date glitch (a missed cloud, a haze burst) returns to the old state and is
    rejected. Events too close to the end of the series to be checked are kept with ``confirmed=False``.
-4. Each event carries its before and after embedding means (after = the event observation and its confirming
+5. Each event carries its before and after embedding means (after = the event observation and its confirming
    observations), its **change vector** (after - before), its **magnitude** (norm of the change vector), its score,
    date and patch.
 """
@@ -23,12 +32,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from changescope.change.calibrate import DECISIONS, Decision, NullModel, decide
 from changescope.change.reference import Reference, reference_mask
 from changescope.errors import ParameterError
 
 __all__ = ["Events", "ThresholdMethod", "extract_events", "pick_threshold"]
 
-ThresholdMethod: TypeAlias = Literal["otsu", "gmm", "quantile"]
+ThresholdMethod: TypeAlias = Literal["nfa", "fdr", "otsu", "gmm", "quantile"]
+DATE_LEVEL = 0.01
+"""Confirmed p-value at which an observation before a detection still counts as changed (break dating)."""
 
 
 def pick_threshold(scores: NDArray[np.floating], method: ThresholdMethod | float = "otsu", q: float = 0.99) -> float:
@@ -67,7 +79,7 @@ def pick_threshold(scores: NDArray[np.floating], method: ThresholdMethod | float
         post = gmm.predict_proba(grid[:, None])[:, high]
         above = np.nonzero(post >= 0.5)[0]
         return float(grid[above[0]]) if above.size else float(gmm.means_.max())
-    raise ParameterError(f"threshold={method!r} must be 'otsu', 'gmm', 'quantile' or a number")
+    raise ParameterError(f"threshold={method!r} must be 'nfa', 'fdr', 'otsu', 'gmm', 'quantile' or a number")
 
 
 @dataclass(frozen=True)
@@ -75,17 +87,21 @@ class Events:
     """Change events and their vectors (rows aligned).
 
     Attributes:
-        frame: One row per event: ``patch`` (flat index), ``time``, ``t`` (date index), ``score``, ``magnitude``,
-            ``confirmed``, ``n_after`` (observations averaged into the after state).
+        frame: One row per event: ``patch`` (flat index), ``time`` (the break date), ``t`` (its date index),
+            ``score``, ``p_value`` and ``nfa`` (the evidence; NaN with the score-splitting rules), ``magnitude``,
+            ``confirmed``, ``status`` (``"confirmed"`` or ``"pending"``), ``date_earliest`` and ``date_latest`` (the
+            dating interval), ``n_after`` (observations averaged into the after state).
         before: ``(E, D)`` mean embedding before.
         after: ``(E, D)`` mean embedding after.
-        threshold: The candidate threshold used.
+        threshold: The lowest score a candidate needs (for the p-value rules, the patch scale's equivalent).
+        decision: The test that declared the candidates (``None`` for the score-splitting rules).
     """
 
     frame: pd.DataFrame
     before: NDArray[np.float32]
     after: NDArray[np.float32]
     threshold: float
+    decision: Decision | None = None
 
     @property
     def vectors(self) -> NDArray[np.float32]:
@@ -137,6 +153,31 @@ def _unit(x: NDArray[np.floating]) -> NDArray[np.float32]:
     return np.asarray(v / np.where(norm > 0, norm, 1.0), dtype=np.float32)
 
 
+def _candidates(
+    s: NDArray[np.float64],
+    threshold: ThresholdMethod | float,
+    q: float,
+    pvalues: NDArray[np.floating] | None,
+    n_units: int,
+    null: NullModel | None,
+    false_alarms: float,
+    fdr: float,
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], float, Decision | None]:
+    """Candidate observations, their p-values (NaN for score rules), the score threshold and the decision."""
+    if isinstance(threshold, str) and threshold in DECISIONS:
+        model = null or NullModel.gaussian()
+        p = np.asarray(model.sf(s) if pvalues is None else pvalues, dtype=np.float64)
+        if p.shape != s.shape:
+            raise ParameterError(f"p-values have shape {p.shape!r}, expected {s.shape!r}")
+        p = np.where(np.isfinite(s), p, np.nan)
+        decision = decide(p, s.shape[1], rule=threshold, false_alarms=false_alarms, fdr=fdr, null=model)
+        cand = np.isfinite(p) & (p <= decision.p_threshold)
+        thr = model.isf(decision.p_threshold / n_units) if decision.p_threshold > 0 else float("inf")
+        return cand, p, thr, decision
+    thr = pick_threshold(s, threshold, q)
+    return np.isfinite(s) & (s >= thr), np.full(s.shape, np.nan), thr, None
+
+
 def extract_events(
     X: NDArray[np.floating],
     valid: NDArray[np.bool_],
@@ -146,11 +187,18 @@ def extract_events(
     reference: Reference = "first",
     k: int = 3,
     season_window: int = 45,
-    threshold: ThresholdMethod | float = "otsu",
+    threshold: ThresholdMethod | float = "nfa",
     q: float = 0.99,
     persistence: int = 1,
     keep_unconfirmed: bool = True,
     breaks: NDArray[np.bool_] | None = None,
+    pvalues: NDArray[np.floating] | None = None,
+    pending: NDArray[np.bool_] | None = None,
+    null: NullModel | None = None,
+    n_units: int = 1,
+    false_alarms: float = 1.0,
+    fdr: float = 0.05,
+    date_level: float = DATE_LEVEL,
 ) -> Events:
     """Turn per-patch scores into events (see the module docstring for the rules).
 
@@ -162,12 +210,19 @@ def extract_events(
         reference: The reference strategy the scores used (defines the before state).
         k: Reference size of that strategy.
         season_window: Window of the ``"season"`` strategy.
-        threshold: Threshold method or value (:func:`pick_threshold`).
+        threshold: ``"nfa"`` or ``"fdr"`` (tests on ``pvalues``), or a score rule or value (:func:`pick_threshold`).
         q: Quantile for ``threshold="quantile"``.
         persistence: Following valid observations that must confirm the new state (0 = no check).
-        keep_unconfirmed: Keep events that could not be checked (series end) with ``confirmed=False``.
+        keep_unconfirmed: Keep events that could not be checked (series end) as ``pending``.
         breaks: ``(T, N)`` segment starts the scores used (:func:`~changescope.change.reference.reference_mask`):
             the before state of an event is then its segment's reference.
+        pvalues: ``(T, N)`` confirmed p-values (:mod:`changescope.change.calibrate`); default ``null.sf(scores)``.
+        pending: ``(T, N)`` observations whose score nothing after them confirms; default: none.
+        null: The null model of ``scores`` (default Gaussian); recorded in the decision, and gives the threshold.
+        n_units: Tested units per patch that ``pvalues`` combine (for the equivalent score threshold).
+        false_alarms: Expected false changes per 1000 patches (``"nfa"``).
+        fdr: False-discovery level (``"fdr"``).
+        date_level: Confirmed p-value at which an observation before a detection still dates the break.
     """
     if persistence < 0:
         raise ParameterError(f"persistence={persistence!r} must be >= 0 following dates")
@@ -179,43 +234,72 @@ def extract_events(
     seg = None if breaks is None else np.asarray(breaks, dtype=bool)
     if seg is not None and seg.shape != valid.shape:
         raise ParameterError(f"breaks have shape {seg.shape!r}, expected {valid.shape!r}")
-    thr = pick_threshold(s, threshold, q)
+    late = np.zeros(s.shape, dtype=bool) if pending is None else np.asarray(pending, dtype=bool)
+    cand, p, thr, decision = _candidates(s, threshold, q, pvalues, n_units, null, false_alarms, fdr)
+    nfa = decision.nfa(p) if decision is not None else p
     idx = pd.DatetimeIndex(times)
-    cand = np.isfinite(s) & (s >= thr)
     scored = np.isfinite(s)
-    rows: list[tuple[int, int, float, bool, int]] = []
+    rows: list[tuple[int, int, int, float, float, float, bool, int]] = []
     befores, afters = [], []
-    for p in np.nonzero(cand.any(axis=0))[0]:
-        obs = np.nonzero(scored[:, p])[0]
-        prev_cand = False
-        for t in obs:
-            is_cand = bool(cand[t, p])
-            if is_cand and not prev_cand:
-                own = None if seg is None else seg[:, p : p + 1]
-                ref, _ = reference_mask(valid[:, p : p + 1], idx, reference, k, season_window, own)
-                before = X[ref[t, :, 0], p].mean(axis=0)
-                follow = [u for u in np.nonzero(valid[:, p])[0] if u > t][:persistence]
-                after_obs = [t]
-                ok = True
-                for u in follow:
-                    if np.linalg.norm(X[u, p] - X[t, p]) < np.linalg.norm(X[u, p] - before):
-                        after_obs.append(u)
-                    else:
-                        ok = False
-                        break
-                complete = len(follow) == persistence
-                if ok and (complete or keep_unconfirmed):
-                    after = X[after_obs, p].mean(axis=0)
-                    rows.append((int(p), int(t), float(s[t, p]), bool(ok and complete), len(after_obs)))
-                    befores.append(before)
-                    afters.append(after)
-            prev_cand = is_cand
-    dim = X.shape[2]
+    # hysteresis: a run is a stretch of consecutive scored observations that are at least weakly significant,
+    # an event is a run holding a candidate, dated at the run's start
+    weak = cand | (np.isfinite(p) & (p <= date_level)) if decision is not None else cand
+    for n in np.nonzero(cand.any(axis=0))[0]:
+        obs = np.nonzero(scored[:, n])[0]
+        clear = np.nonzero(valid[:, n])[0]
+        starts = [i for i in range(len(obs)) if weak[obs[i], n] and (i == 0 or not weak[obs[i - 1], n])]
+        for i in starts:
+            j = i
+            while j < len(obs) and weak[obs[j], n] and not cand[obs[j], n]:
+                j += 1
+            if j == len(obs) or not weak[obs[j], n]:
+                continue  # a weak run without a candidate: not a change
+            b, t = int(obs[i]), int(obs[j])  # the break, and the first observation that passed the test
+            own = None if seg is None else seg[:, n : n + 1]
+            ref, _ = reference_mask(valid[:, n : n + 1], idx, reference, k, season_window, own)
+            before = X[ref[b, :, 0], n].mean(axis=0)
+            follow = [u for u in clear if u > b][:persistence]
+            after_obs = [b]
+            ok = True
+            for u in follow:
+                if np.linalg.norm(X[u, n] - X[b, n]) < np.linalg.norm(X[u, n] - before):
+                    after_obs.append(u)
+                else:
+                    ok = False
+                    break
+            complete = len(follow) == persistence and not late[t, n]
+            if ok and (complete or keep_unconfirmed):
+                earlier = clear[clear < b]
+                prior = int(earlier[-1]) if earlier.size else -1
+                evidence = (float(s[t, n]), float(p[t, n]), float(nfa[t, n]))
+                rows.append((int(n), b, prior, *evidence, complete, len(after_obs)))
+                befores.append(before)
+                afters.append(X[after_obs, n].mean(axis=0))
+    return _events(rows, befores, afters, X.shape[2], idx, thr, decision)
+
+
+def _events(
+    rows: list[tuple[int, int, int, float, float, float, bool, int]],
+    befores: list[NDArray[np.float64]],
+    afters: list[NDArray[np.float64]],
+    dim: int,
+    idx: pd.DatetimeIndex,
+    thr: float,
+    decision: Decision | None,
+) -> Events:
+    """Assemble :class:`Events` from the extracted rows, sorted by date then patch."""
     before_arr = np.asarray(befores, dtype=np.float32).reshape(-1, dim)
     after_arr = np.asarray(afters, dtype=np.float32).reshape(-1, dim)
-    frame = pd.DataFrame(rows, columns=["patch", "t", "score", "confirmed", "n_after"])
-    frame.insert(2, "time", idx[frame["t"].to_numpy()] if len(frame) else pd.DatetimeIndex([]))
+    cols = ["patch", "t", "prior", "score", "p_value", "nfa", "confirmed", "n_after"]
+    frame = pd.DataFrame(rows, columns=cols)
+    t = frame["t"].to_numpy(dtype=int)
+    prior = frame.pop("prior").to_numpy(dtype=int)
+    frame.insert(2, "time", idx[t] if len(frame) else pd.DatetimeIndex([]))
+    frame["status"] = np.where(frame["confirmed"].to_numpy(dtype=bool), "confirmed", "pending")
+    frame["date_earliest"] = pd.DatetimeIndex([idx[j] if j >= 0 else pd.NaT for j in prior])
+    frame["date_latest"] = frame["time"]
     frame["magnitude"] = np.linalg.norm(after_arr - before_arr, axis=1) if len(frame) else np.zeros(0)
+    frame["confirmed"] = frame["confirmed"].astype(bool)
     order = np.lexsort((frame["patch"].to_numpy(), frame["t"].to_numpy()))
     frame = frame.iloc[order].reset_index(drop=True)
-    return Events(frame=frame, before=before_arr[order], after=after_arr[order], threshold=thr)
+    return Events(frame=frame, before=before_arr[order], after=after_arr[order], threshold=thr, decision=decision)

@@ -136,6 +136,9 @@ class ChangeScorer:
         exclusion: Patches within this many rows/cols of a patch are never its peers.
         standardize: Scale each embedding dimension to unit spread (median / standard deviation over the valid
             observations) before scoring, so that no feature dominates by its units.
+        null: With ``context="peers"`` and the ``"first"`` reference, also score every reference observation
+            leave-one-out (:mod:`changescope.change.context`): samples of the score under "no change" for
+            :mod:`changescope.change.calibrate`, in ``null_raw_`` / ``null_scores_``.
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class ChangeScorer:
         n_peers: int = 100,
         exclusion: int = 2,
         standardize: bool = False,
+        null: bool = False,
     ) -> None:
         self.method = method
         self.reference = reference
@@ -165,6 +169,7 @@ class ChangeScorer:
         self.n_peers = n_peers
         self.exclusion = exclusion
         self.standardize = standardize
+        self.null = null
 
     def _validate(self, X: NDArray[np.floating], valid: NDArray[np.bool_], n_times: int) -> None:
         if self.method not in METHODS:
@@ -204,7 +209,9 @@ class ChangeScorer:
 
         Returns:
             ``self`` with ``raw_scores_ (T, N)``, ``scores_ (T, N)`` (normalised when ``normalize``), NaN where
-            not scored, and ``scored_ (T, N)``.
+            not scored, and ``scored_ (T, N)``; ``null_raw_`` / ``null_scores_ (T, N)`` hold the leave-one-out
+            scores of the reference observations (NaN elsewhere, and everywhere without ``null``), normalised
+            together with the scores.
 
         Raises:
             ParameterError: Bad arguments, or ``lof`` with fewer than 2 reference observations for every patch
@@ -245,6 +252,8 @@ class ChangeScorer:
         self.raw_scores_ = raw
         self.scored_ = scored_all & np.isfinite(raw)
         self.scores_ = robust_zscore(raw) if self.normalize else raw
+        self.null_raw_ = np.full_like(raw, np.nan)
+        self.null_scores_ = np.full_like(raw, np.nan)
         return self
 
     def _fit_peers(
@@ -255,7 +264,7 @@ class ChangeScorer:
         positions: NDArray[np.integer] | None,
         breaks: NDArray[np.bool_] | None = None,
     ) -> ChangeScorer:
-        from changescope.change.context import peer_scores
+        from changescope.change.context import null_mask, peer_scores
 
         n = valid.shape[1]
         if positions is None:  # unknown layout: space patches apart so that none is excluded
@@ -274,14 +283,23 @@ class ChangeScorer:
             n_neighbors=self.n_neighbors,
             chunk=self.chunk,
             breaks=breaks,
+            null=self.null,
         )
+        nm = np.zeros_like(valid)
+        if self.null and self.reference == "first" and (breaks is None or not breaks.any()):
+            nm = null_mask(valid, self.k) & np.isfinite(raw)
+        both = raw
+        raw = np.where(nm, np.nan, both)
         if self.method == "lof" and not np.isfinite(raw).any() and valid.sum(axis=0).max(initial=0) < 3:
             raise ParameterError(
                 "method='lof' needs reference dates to compare with; use method='distance' for two-date pairs"
             )
         self.raw_scores_ = raw
         self.scored_ = np.isfinite(raw)
-        self.scores_ = robust_zscore(raw) if self.normalize else raw
+        z = robust_zscore(both) if self.normalize else both
+        self.scores_ = np.where(nm, np.nan, z)
+        self.null_raw_ = np.where(nm, both, np.nan)
+        self.null_scores_ = np.where(nm, z, np.nan)
         return self
 
     def _make(self) -> PatchDistance | PatchLOF:

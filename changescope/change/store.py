@@ -28,12 +28,39 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 
+from changescope.change.calibrate import NullModel, confirm_pvalues, multiscale_pvalues
 from changescope.change.events import Events, extract_events
 from changescope.change.multiscale import max_over_subpatches, subpatch_breaks, subpatch_embeddings
 from changescope.change.score import ChangeScorer, confirm_scores, robust_zscore, standardize_embeddings
 from changescope.errors import ParameterError
 
-__all__ = ["ScoredEvents", "score_events", "score_multiscale", "score_store"]
+__all__ = ["ScoredEvents", "StoreScores", "score_events", "score_multiscale", "score_store"]
+
+
+@dataclass
+class StoreScores:
+    """Scores of one embeddings store (or of patches and their sub-patches together), each ``(T, n_rows, n_cols)``.
+
+    Attributes:
+        raw: Raw scores (NaN where not scored).
+        z: Per-date robust z-scores, before confirmation.
+        scores: Confirmed scores (the minimum over the observation and the next ``confirm`` scored ones).
+        used: Observations used (clear enough, with an embedding).
+        p: Confirmed p-values against the null (:mod:`changescope.change.calibrate`); NaN where not scored.
+        pending: Scored observations with fewer than ``confirm`` scored observations after them.
+        null: The null model the p-values come from.
+        n_units: Tested units per patch (1, or ``1 + s * s`` with ``s x s`` sub-patches).
+    """
+
+    raw: NDArray[np.float64]
+    z: NDArray[np.float64]
+    scores: NDArray[np.float64]
+    used: NDArray[np.bool_]
+    p: NDArray[np.float64]
+    pending: NDArray[np.bool_]
+    null: NullModel
+    n_units: int = 1
+    fine_null: NullModel | None = None
 
 
 def score_store(
@@ -43,11 +70,14 @@ def score_store(
     *,
     exclusion: int = 2,
     breaks: NDArray[np.bool_] | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    """Score every patch of an embeddings store.
+    null: NullModel | None = None,
+) -> StoreScores:
+    """Score every patch of an embeddings store, with p-values against the null of "no change".
 
     With ``context="peers"`` or ``standardize`` the whole store is scored at once (memory ``T x N x D`` float32);
-    otherwise it is processed in chunks of patch rows.
+    otherwise it is processed in chunks of patch rows. With the peers context and the ``"first"`` reference, the
+    reference observations are also scored leave-one-out and the null model is fitted to those null scores
+    (:class:`~changescope.change.calibrate.NullModel`); otherwise, unless ``null`` is given, the null is Gaussian.
 
     Args:
         emb: The embeddings store.
@@ -55,10 +85,7 @@ def score_store(
         rows_per_chunk: Patch rows per chunk when chunking is possible.
         exclusion: Patches within this many rows/cols are never peers.
         breaks: ``(T, n_rows, n_cols)`` segment starts (see the module docstring), or ``None``.
-
-    Returns:
-        ``(raw, scores, valid)`` each ``(T, n_rows, n_cols)``: raw scores, per-date normalised scores confirmed over
-        ``config.confirm`` following observations, and the observations used (clear enough, with an embedding).
+        null: A null model to use instead of fitting one (a rescoring pass reuses the first pass's).
     """
     times = pd.DatetimeIndex(emb["time"].values)
     n_t, n_rows, n_cols = (emb.sizes[d] for d in ("time", "row", "col"))
@@ -68,6 +95,7 @@ def score_store(
     whole = config.context == "peers" or config.standardize
     step = n_rows if whole else rows_per_chunk or max(1, int(2_000_000 // max(1, n_t * n_cols * dim)))
     raw = np.full((n_t, n_rows, n_cols), np.nan)
+    null_raw = np.full((n_t, n_rows, n_cols), np.nan)
     used = np.zeros((n_t, n_rows, n_cols), dtype=bool)
     for r0 in range(0, n_rows, step):
         sl = slice(r0, min(r0 + step, n_rows))
@@ -86,13 +114,21 @@ def score_store(
             n_peers=config.n_peers,
             exclusion=exclusion,
             standardize=config.standardize,
+            null=null is None,
         )
         seg = None if breaks is None else np.asarray(breaks, dtype=bool)[:, sl].reshape(n_t, -1)
         scorer.fit(X, valid, times, positions=np.stack([rr.ravel(), cc.ravel()], axis=1), breaks=seg)
         raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
+        null_raw[:, sl] = scorer.null_raw_.reshape(n_t, -1, n_cols)
         used[:, sl] = valid.reshape(n_t, -1, n_cols)
-    scores = confirm_scores(robust_zscore(raw.reshape(n_t, -1)), config.confirm).reshape(raw.shape)
-    return raw, scores, used
+    is_null = np.isfinite(null_raw)
+    both = robust_zscore(np.where(is_null, null_raw, raw).reshape(n_t, -1)).reshape(raw.shape)
+    z = np.where(is_null, np.nan, both)
+    if null is None:
+        null = NullModel.fit(both[is_null])
+    scores = confirm_scores(z.reshape(n_t, -1), config.confirm).reshape(raw.shape)
+    p, pending = confirm_pvalues(null.sf(z).reshape(n_t, -1), config.confirm)
+    return StoreScores(raw, z, scores, used, p.reshape(raw.shape), pending.reshape(raw.shape), null)
 
 
 def score_multiscale(
@@ -101,7 +137,8 @@ def score_multiscale(
     config: Any,
     subdivide: int = 2,
     breaks: NDArray[np.bool_] | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float32]]:
+    nulls: tuple[NullModel, NullModel | None] | None = None,
+) -> tuple[StoreScores, NDArray[np.float32]]:
     """:func:`score_store` on the patches, raised to the highest score of their sub-patches when ``fine`` is given.
 
     Args:
@@ -110,28 +147,45 @@ def score_multiscale(
         config: The run parameters.
         subdivide: Sub-patches per patch side in ``fine``.
         breaks: ``(T, n_rows, n_cols)`` patch segment starts (spread to their sub-patches), or ``None``.
+        nulls: The ``(patch, sub-patch)`` null models to reuse, or ``None`` to fit them.
 
     Returns:
-        ``(raw, scores, valid, X)``: ``raw`` and ``valid`` as :func:`score_store` returns them for the patches;
-        ``scores`` the maximum of the patch's and its sub-patches' scores where the patch itself is scored; ``X``
-        ``(T, n_rows, n_cols, D)`` the embeddings change vectors are taken from (per patch, those of the scale at
-        which it changed most, :func:`~changescope.change.multiscale.subpatch_embeddings`).
+        ``(scores, X)``: the patch scores, where ``scores`` is the maximum of the patch's and its sub-patches'
+        confirmed scores and ``p`` the Bonferroni combination of their p-values
+        (:func:`~changescope.change.calibrate.multiscale_pvalues`); ``X`` ``(T, n_rows, n_cols, D)`` the embeddings
+        change vectors are taken from (per patch, those of the scale at which it changed most,
+        :func:`~changescope.change.multiscale.subpatch_embeddings`). ``scores.null`` is the patch scale's null.
     """
-    raw, scores, used = score_store(emb, config, breaks=breaks)
+    coarse = score_store(emb, config, breaks=breaks, null=None if nulls is None else nulls[0])
     X = np.asarray(emb["embedding"].values, dtype=np.float32)
     if fine is None:
-        return raw, scores, used, X
+        return coarse, X
     size = int(emb.attrs.get("patch_size", config.patch_size))
     stride = int(emb.attrs.get("stride", config.stride or size))
     step = stride // (size // subdivide)
     fine_breaks = None
     if breaks is not None:
         fine_breaks = subpatch_breaks(breaks, (fine.sizes["row"], fine.sizes["col"]), subdivide, step)
-    _, fine_scores, _ = score_store(fine, config, exclusion=2 * subdivide, breaks=fine_breaks)
-    n_rows, n_cols = scores.shape[1:]
-    X = subpatch_embeddings(X, np.asarray(fine["embedding"].values), scores, fine_scores, subdivide, step)
-    sub = max_over_subpatches(fine_scores, n_rows, n_cols, subdivide, step)
-    return raw, np.where(np.isfinite(scores), np.fmax(scores, sub), np.nan), used, X
+    fine_null = None if nulls is None else nulls[1]
+    sub = score_store(fine, config, exclusion=2 * subdivide, breaks=fine_breaks, null=fine_null)
+    n_rows, n_cols = coarse.scores.shape[1:]
+    X = subpatch_embeddings(X, np.asarray(fine["embedding"].values), coarse.scores, sub.scores, subdivide, step)
+    best = max_over_subpatches(sub.scores, n_rows, n_cols, subdivide, step)
+    best_z = max_over_subpatches(sub.z, n_rows, n_cols, subdivide, step)
+    least_p = -max_over_subpatches(-sub.p, n_rows, n_cols, subdivide, step)
+    n_units = 1 + subdivide * subdivide
+    merged = StoreScores(
+        raw=coarse.raw,
+        z=np.where(np.isfinite(coarse.z), np.fmax(coarse.z, best_z), np.nan),
+        scores=np.where(np.isfinite(coarse.scores), np.fmax(coarse.scores, best), np.nan),
+        used=coarse.used,
+        p=multiscale_pvalues(coarse.p, least_p, n_units),
+        pending=coarse.pending,
+        null=coarse.null,
+        n_units=n_units,
+        fine_null=sub.null,
+    )
+    return merged, X
 
 
 @dataclass
@@ -146,6 +200,7 @@ class ScoredEvents:
         breaks: ``(T, n_rows * n_cols)`` segment starts the final pass used (all False without rebasing).
         passes: Scoring passes run.
         timings: Seconds spent scoring (``"score"``) and extracting events (``"events"``), over all passes.
+        detail: Everything the final pass computed (z-scores, p-values, pending observations, the null).
     """
 
     raw: NDArray[np.float64]
@@ -155,6 +210,7 @@ class ScoredEvents:
     breaks: NDArray[np.bool_]
     passes: int
     timings: dict[str, float] = field(default_factory=dict)
+    detail: StoreScores | None = None
 
 
 def score_events(
@@ -189,32 +245,40 @@ def score_events(
     breaks = np.zeros((n_t, n_rows * n_cols), dtype=bool)
     passes = 0
     spent = {"score": 0.0, "events": 0.0}
+    nulls: tuple[NullModel, NullModel | None] | None = None
     while True:
         passes += 1
         seg = breaks.reshape(n_t, n_rows, n_cols) if breaks.any() else None
         t0 = time.perf_counter()
-        raw, scores, used, X = score_multiscale(emb, fine, config, subdivide, breaks=seg)
+        scored, X = score_multiscale(emb, fine, config, subdivide, breaks=seg, nulls=nulls)
+        nulls = (scored.null, scored.fine_null)  # the null of "no change" does not depend on the segments
         t1 = time.perf_counter()
         spent["score"] += t1 - t0
         flat = X.reshape(n_t, n_rows * n_cols, -1)
-        valid = used.reshape(n_t, -1)
+        valid = scored.used.reshape(n_t, -1)
         if config.standardize and valid.any():  # change vectors in the units the scores used
             flat = standardize_embeddings(flat, valid)[0].astype(np.float32)
         events = extract_events(
             flat,
             valid,
             times,
-            scores.reshape(n_t, -1),
+            scored.scores.reshape(n_t, -1),
             reference=config.reference,
             k=config.k,
             threshold=config.threshold,
             q=config.q,
             persistence=persistence,
             breaks=breaks if breaks.any() else None,
+            pvalues=scored.p.reshape(n_t, -1),
+            pending=scored.pending.reshape(n_t, -1),
+            null=scored.null,
+            n_units=scored.n_units,
+            false_alarms=getattr(config, "false_alarms", 1.0),
+            fdr=getattr(config, "fdr", 0.05),
         )
         spent["events"] += time.perf_counter() - t1
         found = events.breaks(n_t, n_rows * n_cols)
         if not rebase or passes >= max_passes or np.array_equal(found, breaks):
             timings = {key: round(value, 3) for key, value in spent.items()}
-            return ScoredEvents(raw, scores, used, events, breaks, passes, timings)
+            return ScoredEvents(scored.raw, scored.scores, scored.used, events, breaks, passes, timings, scored)
         breaks = found

@@ -46,7 +46,7 @@ def demo(
     )
     console.rule("3. run: embed -> score -> events -> discover")
     result = run_pipeline(ds, out / "run", RunConfig(seed=seed), progress=not quiet, report=False)
-    console.print(changes_table(result.top, f"{result.n_events} changes found; the 10 to look at first"))
+    console.print(changes_table(result.top, f"{result.headline}; the 10 to look at first"))
     console.rule("4. evaluate against the known events, explore, report")
     metrics = evaluate_run(result.out)
     patch = metrics["patch"]

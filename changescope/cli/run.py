@@ -25,10 +25,11 @@ def changes_table(top: object, title: str, n: int = 10) -> Table:
         ("event_id", "left"),
         ("date", "left"),
         ("score", "right"),
+        ("NFA", "right"),
         ("magnitude", "right"),
         ("cluster", "right"),
         ("rarity", "right"),
-        ("confirmed", "left"),
+        ("status", "left"),
     ):
         table.add_column(col, justify=justify, no_wrap=col in ("event_id", "date"))  # type: ignore[arg-type]
     for _, row in frame.head(n).iterrows():
@@ -37,10 +38,11 @@ def changes_table(top: object, title: str, n: int = 10) -> Table:
             str(row["event_id"]),
             pd.Timestamp(row["time"]).strftime("%Y-%m-%d"),
             f"{row['score']:.2f}",
+            f"{row['nfa']:.2g}" if "nfa" in row and pd.notna(row["nfa"]) else "-",
             f"{row['magnitude']:.3f}",
             str(int(row["cluster"])),
             f"{row['rarity']:.2f}",
-            "yes" if bool(row["confirmed"]) else "pending",
+            "confirmed" if bool(row["confirmed"]) else "pending",
         )
     return table
 
@@ -62,7 +64,21 @@ def run(
     patch_size: Annotated[int, typer.Option("--patch-size", "-p", help="Patch side in pixels.")] = 32,
     stride: Annotated[int | None, typer.Option("--stride", help="Patch step in pixels.")] = None,
     min_valid: Annotated[float, typer.Option("--min-valid", help="Minimum clear fraction of a patch.")] = 0.5,
-    threshold: Annotated[str, typer.Option("--threshold", help="otsu, gmm, quantile or a number.")] = "otsu",
+    threshold: Annotated[
+        str,
+        typer.Option(
+            "--threshold",
+            help="How changes are declared: nfa (a test with --false-alarms, default), fdr, or a split of the scores "
+            "(otsu, gmm, quantile or a number), which finds changes even where nothing changed.",
+        ),
+    ] = "nfa",
+    false_alarms: Annotated[
+        float, typer.Option("--false-alarms", help="Expected false changes per 1000 patches (--threshold nfa).")
+    ] = 1.0,
+    fdr: Annotated[
+        float | None,
+        typer.Option("--fdr", help="Declare changes at this false-discovery rate instead (Benjamini-Hochberg)."),
+    ] = None,
     persistence: Annotated[int, typer.Option("--persistence", help="Following dates confirming a change.")] = 1,
     subdivide: Annotated[
         int | None,
@@ -96,6 +112,8 @@ def run(
         thr = float(threshold)
     except ValueError:
         thr = threshold
+    if fdr is not None and thr == "nfa":
+        thr = "fdr"
     config = RunConfig(
         encoder=encoder,
         weights=weights,
@@ -108,6 +126,8 @@ def run(
         context=context,
         n_peers=n_peers,
         threshold=thr,  # type: ignore[arg-type]
+        false_alarms=false_alarms,
+        fdr=0.05 if fdr is None else fdr,
         persistence=persistence,
         subdivide=subdivide,
         confirm=confirm,
@@ -127,7 +147,7 @@ def run(
     if not console.is_terminal:  # files and pipes: do not squeeze the table into 80 columns
         console.width = max(console.width, 120)
     result = run_pipeline(input, out, config, progress=not quiet)
-    console.print(changes_table(result.top, f"{result.n_events} changes; top ranked"))
+    console.print(changes_table(result.top, result.headline))
     console.print(f"outputs in {result.out}", highlight=False)
     if result.report.exists():
         console.print(f"report (open it in a browser): {result.report}", highlight=False)

@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    changes.parquet      event_id, aoi, row, col, time, score, magnitude, cluster, rarity, rank, confirmed, geometry
+    changes.parquet      event_id, aoi, row, col, time, score, p_value, nfa, magnitude, cluster, rarity, rank,
+                         confirmed, status, date, date_earliest, date_latest, geometry
     change_vectors.npy   float32 (E, D); row i is the change vector of row i of changes.parquet
     clusters.json        cluster summaries and their hierarchy (changescope.discover.summary)
     changes.faiss        the search index and changes.faiss.json its parameters (changescope.discover.search)
@@ -53,6 +54,8 @@ VECTORS_FILE = "change_vectors.npy"
 CLUSTERS_FILE = "clusters.json"
 INDEX_FILE = "changes.faiss"
 REQUIRED_COLUMNS: tuple[str, ...] = ("event_id", "aoi", "row", "col", "time", "geometry")
+EVIDENCE_COLUMNS: tuple[str, ...] = ("p_value", "nfa", "status", "date_earliest", "date_latest")
+"""The evidence and dating of each event (:mod:`changescope.change.events`), kept when the events have them."""
 
 
 def make_event_ids(aoi: str, times: Any, rows: Any, cols: Any) -> list[str]:
@@ -89,6 +92,9 @@ def catalog_frame(events: Events, grid: PatchGrid, aoi: str) -> Any:
             "confirmed": f["confirmed"].to_numpy(bool),
         }
     )
+    for name in EVIDENCE_COLUMNS:  # events from older code (or built by hand) may lack them
+        if name in f:
+            data[name] = f[name].to_numpy()
     return gpd.GeoDataFrame(data, geometry=grid.polygons(rows, cols), crs=grid.crs)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from changescope.discover.catalog import CLUSTERS_FILE, Catalog, catalog_frame
+from changescope.discover.catalog import CLUSTERS_FILE, EVIDENCE_COLUMNS, Catalog, catalog_frame
 from changescope.discover.cluster import ChangeClusterer, ClusterMethod, centroid_hierarchy
 from changescope.discover.rank import RankBy
 from changescope.discover.summary import (
@@ -118,7 +118,9 @@ def discover_events(
             "hierarchy": centroid_hierarchy(np.zeros((0, vectors.shape[1])), np.zeros(0, dtype=np.int64)),
         }
     columns = ["event_id", "aoi", "row", "col", "time", "score", "magnitude", "cluster", "rarity", "rank"]
-    frame = frame[[*columns, "confirmed", "geometry"]]
+    frame = frame[[*columns, "confirmed", *[c for c in EVIDENCE_COLUMNS if c in frame], "geometry"]]
+    if "date_latest" in frame:
+        frame.insert(frame.columns.get_loc("date_earliest"), "date", frame["time"])
     if out is not None:
         target = Path(out)
         Catalog.from_frame(frame, vectors).write(target)

@@ -6,6 +6,7 @@ that looks complete but is not.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -21,7 +22,7 @@ import xarray as xr
 from affine import Affine
 
 from changescope.errors import ParameterError
-from changescope.series import LABEL_NODATA, series_crs, series_transform, validate_series
+from changescope.series import LABEL_NODATA, class_table, series_crs, series_transform, validate_series
 
 __all__ = ["atomic_path", "write_geotiff", "write_series_folder", "write_series_netcdf", "write_series_zarr"]
 
@@ -146,7 +147,8 @@ def write_series_folder(ds: xr.Dataset, out_dir: Path | str, *, cog: bool = Fals
     """Write a series as a folder of dated GeoTIFFs readable by the ``geotiff_folder`` reader.
 
     One multi-band ``YYYY-MM-DD.tif`` per date (band descriptions = band names), a ``YYYY-MM-DD.mask.tif``
-    sidecar (1 = invalid) and, when the series has labels, ``labels/YYYY-MM-DD.tif``.
+    sidecar (1 = invalid) and, when the series has labels, ``labels/YYYY-MM-DD.tif`` (and, when they have a class
+    table, ``labels/classes.json``).
     """
     validate_series(ds)
     out = Path(out_dir)
@@ -172,6 +174,10 @@ def write_series_folder(ds: xr.Dataset, out_dir: Path | str, *, cog: bool = Fals
         if "labels" in ds:
             lab = np.asarray(ds["labels"].isel(time=i).values).astype(np.int16)
             write_geotiff(out / "labels" / f"{stem}.tif", lab, crs=crs, transform=transform, nodata=LABEL_NODATA)
+    table = class_table(ds)
+    if table:
+        with atomic_path(out / "labels" / "classes.json") as tmp:
+            tmp.write_text(json.dumps({str(k): v for k, v in table.items()}, indent=1))
     return out
 
 

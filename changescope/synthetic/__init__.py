@@ -8,12 +8,18 @@ the modules' docstrings:
 - :mod:`~changescope.synthetic.events`: the semantic change events and what they do to the labels;
 - :mod:`~changescope.synthetic.nuisance`: illumination, haze, clouds and shadows, misregistration, gap filling;
 - :mod:`~changescope.synthetic.aoi`: the on-disk layout.
+
+:func:`series_from_pair` builds a labelled semi-real series from a real bi-temporal pair and its change mask
+(:mod:`~changescope.synthetic.from_pair`; :func:`read_pair` reads the pair from files,
+:mod:`~changescope.synthetic.pair_io`).
 """
 
 from changescope.synthetic.aoi import TILE, ZONE, AoiInfo, AoiLayout, make_aoi
 from changescope.synthetic.events import EVENT_TYPES, EventType
+from changescope.synthetic.from_pair import PairNuisances, series_from_pair
 from changescope.synthetic.generate import CRS, PIXEL_SIZE, AoiParams, Frame, SyntheticAoi, generate_aoi, iter_frames
 from changescope.synthetic.landscape import CLASS_NAMES
+from changescope.synthetic.pair_io import read_pair
 from changescope.synthetic.radiometry import BANDS, CROP_NAMES
 
 __all__ = [
@@ -30,8 +36,11 @@ __all__ = [
     "AoiParams",
     "EventType",
     "Frame",
+    "PairNuisances",
     "SyntheticAoi",
     "generate_aoi",
     "iter_frames",
     "make_aoi",
+    "read_pair",
+    "series_from_pair",
 ]

@@ -14,7 +14,7 @@ runner = CliRunner()
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-report")
     make_aoi(root / "aoi", seed=3, size=192, months=8)
-    run_pipeline(root / "aoi", root / "run", RunConfig(method="distance"), progress=False)
+    run_pipeline(root / "aoi", root / "run", RunConfig(method="distance", threshold="otsu"), progress=False)
     return root / "run"
 
 

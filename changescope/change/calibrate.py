@@ -1,0 +1,284 @@
+"""From change scores to evidence: p-values against a null of "no change", and decisions with a known error rate.
+
+A change that changescope reports is a claim to an analyst, so it is declared by a test whose false alarms are
+controlled, not by splitting whatever scores there are in two (Otsu and the Gaussian mixture always find a split,
+also on a series where nothing changed).
+
+**The null.** Scores are per-date robust z-scores (:func:`~changescope.change.score.robust_zscore`): each date's
+scores are centred and scaled by that date's median and MAD over the AOI, which takes out what a date does to every
+patch (haze, illumination, a global misregistration). What is left is the spread of "no change" from patch to
+patch, and its upper tail is what a threshold must clear. Its samples are the *null scores*: every reference
+observation of every patch scored leave-one-out exactly as a later observation is
+(:mod:`changescope.change.context`), under the method's own assumption that the reference period holds no change.
+:class:`NullModel` is their empirical survival function, continued past its 90th percentile by a generalised Pareto
+tail (peaks over threshold, the extreme-value model of a tail), so that p-values far below ``1 / n_null`` are still
+estimated rather than clipped. The shape parameter is kept at or above 0 (an exponential tail at the least): a
+fitted finite end point would give p = 0 to anything beyond the largest null score seen. Without null scores (two
+dates, other references, LOF), the null is the standard normal of the robust z-scores (``kind="gaussian"``), an
+approximation the run records.
+
+**Evidence per observation.** ``p = null.sf(z)``. A score counts only as far as the patch's next clear
+observation(s) confirm it (``confirm``): the confirmed p-value is the *largest* p-value of the observation and the
+next ``confirm`` scored ones (:func:`confirm_pvalues`), a valid p-value whatever the dependence between dates (the
+change must be significant at every one of them). An observation with fewer followers than that is *pending*: the
+series ends before anything can confirm it. With sub-patches (:mod:`changescope.change.multiscale`) a patch is
+tested at ``1 + s * s`` units, and its p-value is the smallest of theirs times that count (Bonferroni).
+
+**Decisions** (:func:`decide`), over all patch-dates tested at once:
+
+- ``"nfa"`` (default): an a-contrario number of false alarms, ``NFA = n_tests * p``; an observation is a change when
+  ``NFA <= epsilon``, with ``epsilon = false_alarms * n_patches / 1000``. Under the null the expected number of
+  false detections in the whole run is then at most ``epsilon``: ``false_alarms`` false changes per 1000 patches.
+- ``"fdr"``: Benjamini-Hochberg at level ``q``: among the reported observations, the expected share of false ones
+  is at most ``q`` (under independence or positive dependence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
+
+from changescope.errors import ParameterError
+
+__all__ = [
+    "DECISIONS",
+    "Decision",
+    "DecisionRule",
+    "NullModel",
+    "bh_threshold",
+    "confirm_pvalues",
+    "decide",
+    "multiscale_pvalues",
+]
+
+DecisionRule: TypeAlias = Literal["nfa", "fdr"]
+DECISIONS: tuple[str, ...] = ("nfa", "fdr")
+F64 = NDArray[np.float64]
+
+TAIL_QUANTILE = 0.9
+"""Null scores above this quantile are modelled by the generalised Pareto tail."""
+MIN_NULL = 200
+"""Fewest null scores for an empirical null; with fewer the Gaussian approximation is used."""
+MIN_EXCESSES = 30
+"""Fewest exceedances for a tail fit; with fewer the tail is exponential with the excesses' mean."""
+
+
+@dataclass(frozen=True)
+class NullModel:
+    """The distribution of a score under "no change" (module docstring).
+
+    Attributes:
+        kind: ``"reference"`` (fitted to null scores) or ``"gaussian"`` (standard normal).
+        sample: Sorted null scores (empty for ``"gaussian"``).
+        u: Tail threshold (the :data:`TAIL_QUANTILE` of the sample).
+        xi: Generalised Pareto shape of the tail (>= 0).
+        beta: Generalised Pareto scale of the tail.
+    """
+
+    kind: str
+    sample: F64
+    u: float = float("nan")
+    xi: float = 0.0
+    beta: float = 1.0
+
+    @classmethod
+    def gaussian(cls) -> NullModel:
+        """The standard normal null of robust z-scores."""
+        return cls("gaussian", np.zeros(0))
+
+    @classmethod
+    def fit(cls, null_scores: NDArray[np.floating]) -> NullModel:
+        """Fit the null to null scores (NaN ignored); fewer than :data:`MIN_NULL` give the Gaussian null."""
+        s = np.sort(np.asarray(null_scores, dtype=np.float64).ravel())
+        s = s[np.isfinite(s)]
+        if s.size < MIN_NULL:
+            return cls.gaussian()
+        u = float(np.quantile(s, TAIL_QUANTILE))
+        excess = s[s > u] - u
+        if excess.size < MIN_EXCESSES or not np.any(excess > 0):
+            return cls("reference", s, u, 0.0, float(max(excess.mean(initial=0.0), 1e-6)) if excess.size else 1.0)
+        xi, _, beta = stats.genpareto.fit(excess, floc=0.0)
+        if not np.isfinite(xi) or not np.isfinite(beta) or xi < 0:  # never a finite end point
+            xi, beta = 0.0, float(excess.mean())
+        return cls("reference", s, u, float(min(xi, 0.9)), float(max(beta, 1e-9)))
+
+    @property
+    def tail_share(self) -> float:
+        """Share of the null sample above the tail threshold."""
+        return float(np.mean(self.sample > self.u)) if self.sample.size else 0.0
+
+    def sf(self, z: NDArray[np.floating]) -> F64:
+        """P(null score >= z), NaN where ``z`` is NaN."""
+        x = np.asarray(z, dtype=np.float64)
+        out = np.full(x.shape, np.nan)
+        fin = np.isfinite(x)
+        if self.kind == "gaussian":
+            out[fin] = stats.norm.sf(x[fin])
+            return out
+        n = self.sample.size
+        v = x[fin]
+        at_least = n - np.searchsorted(self.sample, v, side="left")
+        p = (at_least + 1.0) / (n + 1.0)  # the empirical (conformal) p-value
+        high = v > self.u
+        p[high] = self.tail_share * stats.genpareto.sf(v[high] - self.u, self.xi, loc=0.0, scale=self.beta)
+        out[fin] = np.clip(p, 0.0, 1.0)
+        return out
+
+    def isf(self, p: float) -> float:
+        """The score whose survival probability is ``p`` (the inverse of :meth:`sf`)."""
+        if not 0 < p < 1:
+            return float("inf") if p <= 0 else float("-inf")
+        if self.kind == "gaussian":
+            return float(stats.norm.isf(p))
+        share = self.tail_share
+        if p < share:
+            return float(self.u + stats.genpareto.isf(p / share, self.xi, loc=0.0, scale=self.beta))
+        return float(np.quantile(self.sample, 1.0 - p))
+
+    def to_json(self) -> dict[str, Any]:
+        """A summary for ``run.json``."""
+        return {
+            "kind": self.kind,
+            "n_null": int(self.sample.size),
+            "tail_threshold": None if not np.isfinite(self.u) else round(self.u, 4),
+            "tail_shape": round(self.xi, 4),
+            "tail_scale": round(self.beta, 4),
+        }
+
+
+def confirm_pvalues(p: NDArray[np.floating], following: int = 1) -> tuple[F64, NDArray[np.bool_]]:
+    """The confirmed p-value of each observation: the largest of its own and its next ``following`` scored ones.
+
+    Args:
+        p: ``(T, N)`` p-values, NaN where not scored.
+        following: Scored observations that must confirm (0 returns ``p``).
+
+    Returns:
+        ``(p_confirmed, pending)``: ``pending`` is True where the patch has fewer than ``following`` scored
+        observations after this one (the p-value then uses those there are).
+
+    Raises:
+        ParameterError: ``following`` is negative.
+    """
+    if following < 0:
+        raise ParameterError(f"following={following!r} must be >= 0 observations")
+    x = np.asarray(p, dtype=np.float64)
+    fin = np.isfinite(x)
+    # scored observations strictly after each date, per patch
+    after = np.cumsum(fin[::-1], axis=0)[::-1] - fin
+    pending = fin & (after < following)
+    if following == 0:
+        return x.copy(), pending
+    n_t, n = x.shape
+    idx = np.where(fin, np.arange(n_t)[:, None], n_t)
+    first_from = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
+    nxt = np.vstack([first_from[1:], np.full((1, n), n_t)])
+    nxt = np.vstack([nxt, np.full((1, n), n_t)])
+    padded = np.vstack([x, np.full((1, n), np.nan)])
+    cols = np.arange(n)[None, :]
+    cur = np.broadcast_to(np.arange(n_t)[:, None], (n_t, n))
+    out = x.copy()
+    for _ in range(following):
+        cur = nxt[cur, cols]
+        out = np.where(fin, np.fmax(out, padded[cur, cols]), np.nan)
+    return out, pending
+
+
+def multiscale_pvalues(coarse: NDArray[np.floating], fine_min: NDArray[np.floating], n_units: int) -> F64:
+    """Bonferroni over a patch's ``n_units`` tested units: ``min(1, n_units * min(p_patch, p_best_subpatch))``.
+
+    NaN where the patch itself is not scored.
+    """
+    c = np.asarray(coarse, dtype=np.float64)
+    best = np.fmin(c, np.asarray(fine_min, dtype=np.float64))
+    return np.where(np.isfinite(c), np.minimum(1.0, n_units * best), np.nan)
+
+
+def bh_threshold(p: NDArray[np.floating], q: float) -> float:
+    """The Benjamini-Hochberg p-value threshold at level ``q`` over the finite ``p`` (0 when nothing passes)."""
+    x = np.sort(np.asarray(p, dtype=np.float64).ravel())
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return 0.0
+    ok = np.nonzero(x <= q * np.arange(1, x.size + 1) / x.size)[0]
+    return float(x[ok[-1]]) if ok.size else 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How observations were declared changes.
+
+    Attributes:
+        rule: ``"nfa"`` or ``"fdr"``.
+        p_threshold: Observations with a confirmed p-value at or below it are changes.
+        n_tests: Patch-dates tested.
+        n_patches: Patches of the series.
+        false_alarms: Expected false changes per 1000 patches (``"nfa"``).
+        fdr: The false-discovery level (``"fdr"``).
+        null: The null model's summary.
+    """
+
+    rule: str
+    p_threshold: float
+    n_tests: int
+    n_patches: int
+    false_alarms: float | None
+    fdr: float | None
+    null: dict[str, Any]
+
+    def nfa(self, p: NDArray[np.floating]) -> F64:
+        """The number of false alarms of p-values: ``n_tests * p``."""
+        return self.n_tests * np.asarray(p, dtype=np.float64)
+
+    def to_json(self) -> dict[str, Any]:
+        """A summary for ``run.json``."""
+        return {
+            "rule": self.rule,
+            "p_threshold": self.p_threshold,
+            "n_tests": self.n_tests,
+            "n_patches": self.n_patches,
+            "false_alarms_per_1000_patches": self.false_alarms,
+            "fdr": self.fdr,
+            "null": self.null,
+        }
+
+
+def decide(
+    p: NDArray[np.floating],
+    n_patches: int,
+    *,
+    rule: str = "nfa",
+    false_alarms: float = 1.0,
+    fdr: float = 0.05,
+    null: NullModel | None = None,
+) -> Decision:
+    """Choose the p-value threshold of a run (module docstring).
+
+    Args:
+        p: ``(T, N)`` confirmed p-values, NaN where not tested.
+        n_patches: Patches of the series (the unit of ``false_alarms``).
+        rule: ``"nfa"`` or ``"fdr"``.
+        false_alarms: Expected false changes per 1000 patches for ``"nfa"`` (> 0).
+        fdr: Benjamini-Hochberg level for ``"fdr"``, in (0, 1).
+        null: The null model, recorded in the decision.
+
+    Raises:
+        ParameterError: Unknown rule or a level out of range.
+    """
+    if rule not in DECISIONS:
+        raise ParameterError(f"decision rule {rule!r} is unknown; choose one of {list(DECISIONS)!r}")
+    if not np.isfinite(false_alarms) or false_alarms <= 0:
+        raise ParameterError(f"false_alarms={false_alarms!r} must be > 0 expected false changes per 1000 patches")
+    if not 0 < fdr < 1:
+        raise ParameterError(f"fdr={fdr!r} must be in (0, 1), e.g. 0.05")
+    n_tests = int(np.isfinite(np.asarray(p, dtype=np.float64)).sum())
+    summary = (null or NullModel.gaussian()).to_json()
+    if rule == "nfa":
+        epsilon = false_alarms * n_patches / 1000.0
+        thr = epsilon / max(n_tests, 1)
+        return Decision("nfa", float(thr), n_tests, n_patches, float(false_alarms), None, summary)
+    return Decision("fdr", bh_threshold(p, fdr), n_tests, n_patches, None, float(fdr), summary)

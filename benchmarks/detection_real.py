@@ -22,8 +22,8 @@ Mind the labels: OSCD marks urban change only, so fields and water that really c
 as unchanged; on the change series some "false positives" are real changes of another kind. The no-change series
 has none.
 
-Usage: python benchmarks/detection_real.py [--cities bercy paris] [--seed 0] [--synthetic-seeds 105]
-    [--synthetic-size 512] [--work DIR]
+Usage: python benchmarks/detection_real.py [--cities bercy paris] [--seed 0] [--synthetic-seeds 105 106]
+    [--synthetic-size 1024] [--synthetic-patch-size 32] [--work DIR]
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def city_row(city: str, root: Path, seed: int, work: Path, config: RunConfig) ->
 
 def synthetic_row(seed: int, size: int, months: int, work: Path, config: RunConfig) -> dict[str, Any]:
     """Patch AUC, events per 1000 patches, recall and false-positive rate on one synthetic AOI."""
-    info = make_aoi(work / f"synth_{seed}", seed, size, months, aoi=f"aoi_{seed:04d}")
+    info = make_aoi(work / f"synth_{seed}", seed, size, months, aoi=f"aoi_{seed:04d}", overwrite=True)
     ds = changescope.open(work / f"synth_{seed}", aoi=info.aoi)
     out = _run(ds, work / f"synth_{seed}_run", replace(config, aoi=info.aoi))
     grid = PatchGrid.for_series(ds, config.patch_size)
@@ -162,11 +162,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cities", nargs="*", default=list(CITIES))
     parser.add_argument("--seed", type=int, default=0, help="city i uses seed + i")
-    parser.add_argument("--oscd", type=Path, default=Path(os.environ.get("CHANGESCOPE_SHARED_DATA", "../shared/data")) / "oscd")
-    parser.add_argument("--synthetic-seeds", nargs="*", type=int, default=[105])
-    parser.add_argument("--synthetic-size", type=int, default=512)
+    parser.add_argument(
+        "--oscd", type=Path, default=Path(os.environ.get("CHANGESCOPE_SHARED_DATA", "../shared/data")) / "oscd"
+    )
+    parser.add_argument("--synthetic-seeds", nargs="*", type=int, default=[105, 106])
+    parser.add_argument("--synthetic-size", type=int, default=1024)
     parser.add_argument("--synthetic-months", type=int, default=24)
     parser.add_argument("--patch-size", type=int, default=16)
+    parser.add_argument("--synthetic-patch-size", type=int, default=32, help="the run default, as detection_quality")
     parser.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
     config = RunConfig(patch_size=args.patch_size)
@@ -183,9 +186,19 @@ def main() -> None:
         print("\nno-change series (every event false) and the real two-date pairs")
         _print(rows, ["city", "fa_per_1000", "pending_per_1000", "pair_auc", "pair_cva", "pair_irmad"])
         synth = [
-            synthetic_row(s, args.synthetic_size, args.synthetic_months, work, config) for s in args.synthetic_seeds
+            synthetic_row(
+                s,
+                args.synthetic_size,
+                args.synthetic_months,
+                work,
+                replace(config, patch_size=args.synthetic_patch_size),
+            )
+            for s in args.synthetic_seeds
         ]
-        print(f"\nsynthetic AOIs ({args.synthetic_size} px, {args.synthetic_months} months)")
+        print(
+            f"\nsynthetic AOIs ({args.synthetic_size} px, {args.synthetic_months} months, "
+            f"patch {args.synthetic_patch_size} px)"
+        )
         _print(synth, ["seed", "auc", "events_per_1000", "recall", "fpr"])
         print(f"\n{time.perf_counter() - began:.0f} s")
 

@@ -7,7 +7,8 @@
 - ``patch_scores.parquet``: one row per patch per date: ``row, col, y0, x0, size, time, score, raw_score,
   valid_fraction, method``;
 - ``changes.parquet`` (GeoParquet with the CRS): ``event_id, aoi, row, col, time, score, magnitude, cluster,
-  rarity, rank, confirmed, p_value, nfa, status, date, date_earliest, date_latest, geometry`` and ``change_vectors.npy`` beside it (row-aligned from-to change descriptors
+  rarity, rank, confirmed, p_value, nfa, status, date, date_earliest, date_latest, geometry`` and
+  ``change_vectors.npy`` beside it (row-aligned from-to change descriptors
   ``[after - before, from_weight * before]``);
 - ``clusters.json``: change types (cluster summaries) and their hierarchy;
 - ``maps/score_<YYYY-MM-DD>.tif``: Cloud-Optimised GeoTIFFs of the patch scores in the input CRS, and

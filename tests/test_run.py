@@ -119,3 +119,41 @@ def test_multiscale_scores_are_at_least_the_patch_scores(small_aoi, tmp_path):
 def test_subdivide_that_cannot_split_the_patch_is_refused(small_aoi, tmp_path):
     with pytest.raises(ParameterError, match="subdivide"):
         run_pipeline(small_aoi, tmp_path / "bad", RunConfig(method="distance", subdivide=3), progress=False)
+
+
+def test_run_declares_changes_with_their_evidence_and_dates(tmp_path):
+    root = tmp_path / "aoi"
+    make_aoi(root, seed=8, size=256, months=10)
+    out = tmp_path / "run"
+    # a permissive user setting (50 expected false changes per 1000 patches) so that this small AOI has events
+    res = run_pipeline(root, out, RunConfig(patch_size=16, false_alarms=50.0), progress=False, report=False)
+    run = load_run(out)
+    decision = run["decision"]
+    assert decision["rule"] == "nfa" and decision["false_alarms_per_1000_patches"] == 50.0
+    assert decision["null"]["kind"] == "reference" and decision["null"]["n_null"] >= 200
+    changes = gpd.read_parquet(out / "changes.parquet")
+    assert {"p_value", "nfa", "status", "date", "date_earliest", "date_latest"} <= set(changes.columns)
+    assert res.n_confirmed == (changes["status"] == "confirmed").sum() == run["n_confirmed"] > 0
+    epsilon = 50.0 * decision["n_patches"] / 1000
+    assert (changes["nfa"] <= epsilon * (1 + 1e-9)).all()
+    assert np.allclose(changes["nfa"], changes["p_value"] * decision["n_tests"])
+    assert (changes["date"] == changes["date_latest"]).all() and (changes["date"] == changes["time"]).all()
+    has_prior = changes["date_earliest"].notna()
+    assert (changes.loc[has_prior, "date_earliest"] < changes.loc[has_prior, "date"]).all()
+    assert (changes["confirmed"] == (changes["status"] == "confirmed")).all()
+    with rasterio.open(out / "maps" / "change_date.tif") as src:
+        assert src.count == 2 and src.nodata == 0 and src.crs == changescope.open(root).rio.crs
+        codes = src.read(1)
+    done = changes[changes["status"] == "confirmed"].sort_values("time").drop_duplicates(["row", "col"])
+    for _, ev in done.iterrows():
+        assert codes[ev["row"], ev["col"]] == int(ev["time"].strftime("%Y%m%d"))
+    assert (codes > 0).sum() == len(done)
+    assert res.top["confirmed"].iloc[0]  # confirmed changes come first
+    assert res.headline.startswith(f"{res.n_confirmed} changes found")
+
+
+def test_bad_decision_settings_are_refused_before_any_work(small_aoi, tmp_path):
+    for cfg in (RunConfig(false_alarms=0.0), RunConfig(threshold="fdr", fdr=1.5), RunConfig(threshold="nope")):
+        with pytest.raises(ParameterError):
+            run_pipeline(small_aoi, tmp_path / "run", cfg, progress=False)
+    assert not (tmp_path / "run" / "embeddings.zarr").exists()

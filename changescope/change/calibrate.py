@@ -17,12 +17,14 @@ fitted finite end point would give p = 0 to anything beyond the largest null sco
 dates, other references, LOF), the null is the standard normal of the robust z-scores (``kind="gaussian"``), an
 approximation the run records.
 
-**Evidence per observation.** ``p = null.sf(z)``. A score counts only as far as the patch's next clear
-observation(s) confirm it (``confirm``): the confirmed p-value is the *largest* p-value of the observation and the
-next ``confirm`` scored ones (:func:`confirm_pvalues`), a valid p-value whatever the dependence between dates (the
-change must be significant at every one of them). An observation with fewer followers than that is *pending*: the
-series ends before anything can confirm it. With sub-patches (:mod:`changescope.change.multiscale`) a patch is
-tested at ``1 + s * s`` units, and its p-value is the smallest of theirs times that count (Bonferroni).
+**Evidence per observation.** The null is the distribution of the very statistic that is tested, computed over the
+reference period: a score counts only as far as the patch's next clear observation(s) confirm it (``confirm``, the
+minimum of the observation's z-score and the next ones), so the null samples are the same minimum over consecutive
+reference observations; with sub-patches (:mod:`changescope.change.multiscale`) a patch scores the highest of its
+own and its sub-patches' scores, so its null samples are that highest value over the reference period, and the
+p-values account for testing ``1 + s * s`` units per patch. An observation with fewer followers than ``confirm``
+is *pending* (the series ends before anything can confirm it) and is tested against the null of single
+observations (:func:`changescope.change.store.calibrate`). ``p = null.sf(score)``.
 
 **Decisions** (:func:`decide`), over all patch-dates tested at once:
 
@@ -50,9 +52,7 @@ __all__ = [
     "DecisionRule",
     "NullModel",
     "bh_threshold",
-    "confirm_pvalues",
     "decide",
-    "multiscale_pvalues",
 ]
 
 DecisionRule: TypeAlias = Literal["nfa", "fdr"]
@@ -100,7 +100,8 @@ class NullModel:
         u = float(np.quantile(s, TAIL_QUANTILE))
         excess = s[s > u] - u
         if excess.size < MIN_EXCESSES or not np.any(excess > 0):
-            return cls("reference", s, u, 0.0, float(max(excess.mean(initial=0.0), 1e-6)) if excess.size else 1.0)
+            scale = float(max(excess.mean(), 1e-6)) if excess.size else 1.0
+            return cls("reference", s, u, 0.0, scale)
         xi, _, beta = stats.genpareto.fit(excess, floc=0.0)
         if not np.isfinite(xi) or not np.isfinite(beta) or xi < 0:  # never a finite end point
             xi, beta = 0.0, float(excess.mean())
@@ -148,54 +149,6 @@ class NullModel:
             "tail_shape": round(self.xi, 4),
             "tail_scale": round(self.beta, 4),
         }
-
-
-def confirm_pvalues(p: NDArray[np.floating], following: int = 1) -> tuple[F64, NDArray[np.bool_]]:
-    """The confirmed p-value of each observation: the largest of its own and its next ``following`` scored ones.
-
-    Args:
-        p: ``(T, N)`` p-values, NaN where not scored.
-        following: Scored observations that must confirm (0 returns ``p``).
-
-    Returns:
-        ``(p_confirmed, pending)``: ``pending`` is True where the patch has fewer than ``following`` scored
-        observations after this one (the p-value then uses those there are).
-
-    Raises:
-        ParameterError: ``following`` is negative.
-    """
-    if following < 0:
-        raise ParameterError(f"following={following!r} must be >= 0 observations")
-    x = np.asarray(p, dtype=np.float64)
-    fin = np.isfinite(x)
-    # scored observations strictly after each date, per patch
-    after = np.cumsum(fin[::-1], axis=0)[::-1] - fin
-    pending = fin & (after < following)
-    if following == 0:
-        return x.copy(), pending
-    n_t, n = x.shape
-    idx = np.where(fin, np.arange(n_t)[:, None], n_t)
-    first_from = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
-    nxt = np.vstack([first_from[1:], np.full((1, n), n_t)])
-    nxt = np.vstack([nxt, np.full((1, n), n_t)])
-    padded = np.vstack([x, np.full((1, n), np.nan)])
-    cols = np.arange(n)[None, :]
-    cur = np.broadcast_to(np.arange(n_t)[:, None], (n_t, n))
-    out = x.copy()
-    for _ in range(following):
-        cur = nxt[cur, cols]
-        out = np.where(fin, np.fmax(out, padded[cur, cols]), np.nan)
-    return out, pending
-
-
-def multiscale_pvalues(coarse: NDArray[np.floating], fine_min: NDArray[np.floating], n_units: int) -> F64:
-    """Bonferroni over a patch's ``n_units`` tested units: ``min(1, n_units * min(p_patch, p_best_subpatch))``.
-
-    NaN where the patch itself is not scored.
-    """
-    c = np.asarray(coarse, dtype=np.float64)
-    best = np.fmin(c, np.asarray(fine_min, dtype=np.float64))
-    return np.where(np.isfinite(c), np.minimum(1.0, n_units * best), np.nan)
 
 
 def bh_threshold(p: NDArray[np.floating], q: float) -> float:

@@ -93,7 +93,8 @@ class Events:
             dating interval), ``n_after`` (observations averaged into the after state).
         before: ``(E, D)`` mean embedding before.
         after: ``(E, D)`` mean embedding after.
-        threshold: The lowest score a candidate needs (for the p-value rules, the patch scale's equivalent).
+        threshold: The lowest score a candidate needs (for the p-value rules, the confirmed score at the p-value
+            threshold).
         decision: The test that declared the candidates (``None`` for the score-splitting rules).
     """
 
@@ -158,7 +159,6 @@ def _candidates(
     threshold: ThresholdMethod | float,
     q: float,
     pvalues: NDArray[np.floating] | None,
-    n_units: int,
     null: NullModel | None,
     false_alarms: float,
     fdr: float,
@@ -172,7 +172,7 @@ def _candidates(
         p = np.where(np.isfinite(s), p, np.nan)
         decision = decide(p, s.shape[1], rule=threshold, false_alarms=false_alarms, fdr=fdr, null=model)
         cand = np.isfinite(p) & (p <= decision.p_threshold)
-        thr = model.isf(decision.p_threshold / n_units) if decision.p_threshold > 0 else float("inf")
+        thr = model.isf(decision.p_threshold) if decision.p_threshold > 0 else float("inf")
         return cand, p, thr, decision
     thr = pick_threshold(s, threshold, q)
     return np.isfinite(s) & (s >= thr), np.full(s.shape, np.nan), thr, None
@@ -195,7 +195,6 @@ def extract_events(
     pvalues: NDArray[np.floating] | None = None,
     pending: NDArray[np.bool_] | None = None,
     null: NullModel | None = None,
-    n_units: int = 1,
     false_alarms: float = 1.0,
     fdr: float = 0.05,
     date_level: float = DATE_LEVEL,
@@ -219,7 +218,6 @@ def extract_events(
         pvalues: ``(T, N)`` confirmed p-values (:mod:`changescope.change.calibrate`); default ``null.sf(scores)``.
         pending: ``(T, N)`` observations whose score nothing after them confirms; default: none.
         null: The null model of ``scores`` (default Gaussian); recorded in the decision, and gives the threshold.
-        n_units: Tested units per patch that ``pvalues`` combine (for the equivalent score threshold).
         false_alarms: Expected false changes per 1000 patches (``"nfa"``).
         fdr: False-discovery level (``"fdr"``).
         date_level: Confirmed p-value at which an observation before a detection still dates the break.
@@ -235,7 +233,7 @@ def extract_events(
     if seg is not None and seg.shape != valid.shape:
         raise ParameterError(f"breaks have shape {seg.shape!r}, expected {valid.shape!r}")
     late = np.zeros(s.shape, dtype=bool) if pending is None else np.asarray(pending, dtype=bool)
-    cand, p, thr, decision = _candidates(s, threshold, q, pvalues, n_units, null, false_alarms, fdr)
+    cand, p, thr, decision = _candidates(s, threshold, q, pvalues, null, false_alarms, fdr)
     nfa = decision.nfa(p) if decision is not None else p
     idx = pd.DatetimeIndex(times)
     scored = np.isfinite(s)
@@ -258,7 +256,7 @@ def extract_events(
             own = None if seg is None else seg[:, n : n + 1]
             ref, _ = reference_mask(valid[:, n : n + 1], idx, reference, k, season_window, own)
             before = X[ref[b, :, 0], n].mean(axis=0)
-            follow = [u for u in clear if u > b][:persistence]
+            follow = [int(u) for u in clear if u > b][:persistence]
             after_obs = [b]
             ok = True
             for u in follow:

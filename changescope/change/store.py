@@ -28,13 +28,13 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 
-from changescope.change.calibrate import NullModel, confirm_pvalues, multiscale_pvalues
+from changescope.change.calibrate import NullModel
 from changescope.change.events import Events, extract_events
 from changescope.change.multiscale import max_over_subpatches, subpatch_breaks, subpatch_embeddings
 from changescope.change.score import ChangeScorer, confirm_scores, robust_zscore, standardize_embeddings
 from changescope.errors import ParameterError
 
-__all__ = ["ScoredEvents", "StoreScores", "score_events", "score_multiscale", "score_store"]
+__all__ = ["ScoredEvents", "StoreScores", "calibrate", "score_events", "score_multiscale", "score_store"]
 
 
 @dataclass
@@ -46,21 +46,31 @@ class StoreScores:
         z: Per-date robust z-scores, before confirmation.
         scores: Confirmed scores (the minimum over the observation and the next ``confirm`` scored ones).
         used: Observations used (clear enough, with an embedding).
-        p: Confirmed p-values against the null (:mod:`changescope.change.calibrate`); NaN where not scored.
         pending: Scored observations with fewer than ``confirm`` scored observations after them.
-        null: The null model the p-values come from.
-        n_units: Tested units per patch (1, or ``1 + s * s`` with ``s x s`` sub-patches).
+        null_z: The z-scores of the reference observations, scored leave-one-out (NaN elsewhere).
+        null_scores: Their confirmed scores, confirmed within the reference period (NaN where the reference period
+            has fewer than ``confirm`` observations after them).
+        p: p-values of ``scores`` (of ``z`` where pending) against the null (:mod:`changescope.change.calibrate`),
+            set by :func:`score_multiscale`.
+        nulls: The ``(confirmed, single-observation)`` null models ``p`` comes from.
     """
 
     raw: NDArray[np.float64]
     z: NDArray[np.float64]
     scores: NDArray[np.float64]
     used: NDArray[np.bool_]
-    p: NDArray[np.float64]
     pending: NDArray[np.bool_]
-    null: NullModel
-    n_units: int = 1
-    fine_null: NullModel | None = None
+    null_z: NDArray[np.float64]
+    null_scores: NDArray[np.float64]
+    p: NDArray[np.float64] | None = None
+    nulls: tuple[NullModel, NullModel] | None = None
+
+
+def _confirmed(z: NDArray[np.float64], following: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """``(T, N)`` confirmed scores and the observations with fewer than ``following`` scored ones after them."""
+    fin = np.isfinite(z)
+    after = np.cumsum(fin[::-1], axis=0)[::-1] - fin
+    return confirm_scores(z, following), fin & (after < following)
 
 
 def score_store(
@@ -70,14 +80,14 @@ def score_store(
     *,
     exclusion: int = 2,
     breaks: NDArray[np.bool_] | None = None,
-    null: NullModel | None = None,
+    null: bool = True,
 ) -> StoreScores:
-    """Score every patch of an embeddings store, with p-values against the null of "no change".
+    """Score every patch of an embeddings store, and its reference observations leave-one-out (the null).
 
     With ``context="peers"`` or ``standardize`` the whole store is scored at once (memory ``T x N x D`` float32);
-    otherwise it is processed in chunks of patch rows. With the peers context and the ``"first"`` reference, the
-    reference observations are also scored leave-one-out and the null model is fitted to those null scores
-    (:class:`~changescope.change.calibrate.NullModel`); otherwise, unless ``null`` is given, the null is Gaussian.
+    otherwise it is processed in chunks of patch rows. With the peers context and the ``"first"`` reference (and
+    ``null``), the reference observations are also scored leave-one-out (:mod:`changescope.change.context`) and
+    normalised with the other scores of their date; otherwise there are no null scores.
 
     Args:
         emb: The embeddings store.
@@ -85,7 +95,7 @@ def score_store(
         rows_per_chunk: Patch rows per chunk when chunking is possible.
         exclusion: Patches within this many rows/cols are never peers.
         breaks: ``(T, n_rows, n_cols)`` segment starts (see the module docstring), or ``None``.
-        null: A null model to use instead of fitting one (a rescoring pass reuses the first pass's).
+        null: Compute the null scores (a rescoring pass reuses the first pass's null models and skips them).
     """
     times = pd.DatetimeIndex(emb["time"].values)
     n_t, n_rows, n_cols = (emb.sizes[d] for d in ("time", "row", "col"))
@@ -114,7 +124,7 @@ def score_store(
             n_peers=config.n_peers,
             exclusion=exclusion,
             standardize=config.standardize,
-            null=null is None,
+            null=null,
         )
         seg = None if breaks is None else np.asarray(breaks, dtype=bool)[:, sl].reshape(n_t, -1)
         scorer.fit(X, valid, times, positions=np.stack([rr.ravel(), cc.ravel()], axis=1), breaks=seg)
@@ -122,13 +132,43 @@ def score_store(
         null_raw[:, sl] = scorer.null_raw_.reshape(n_t, -1, n_cols)
         used[:, sl] = valid.reshape(n_t, -1, n_cols)
     is_null = np.isfinite(null_raw)
-    both = robust_zscore(np.where(is_null, null_raw, raw).reshape(n_t, -1)).reshape(raw.shape)
-    z = np.where(is_null, np.nan, both)
-    if null is None:
-        null = NullModel.fit(both[is_null])
-    scores = confirm_scores(z.reshape(n_t, -1), config.confirm).reshape(raw.shape)
-    p, pending = confirm_pvalues(null.sf(z).reshape(n_t, -1), config.confirm)
-    return StoreScores(raw, z, scores, used, p.reshape(raw.shape), pending.reshape(raw.shape), null)
+    both = robust_zscore(np.where(is_null, null_raw, raw).reshape(n_t, -1))
+    z = np.where(is_null.reshape(n_t, -1), np.nan, both)
+    null_z = np.where(is_null.reshape(n_t, -1), both, np.nan)
+    scores, pending = _confirmed(z, config.confirm)
+    null_scores, short = _confirmed(null_z, config.confirm)
+    null_scores[short] = np.nan  # confirmed within the reference period only
+    shape = raw.shape
+    return StoreScores(
+        raw,
+        z.reshape(shape),
+        scores.reshape(shape),
+        used,
+        pending.reshape(shape),
+        null_z.reshape(shape),
+        null_scores.reshape(shape),
+    )
+
+
+def _raise(coarse: NDArray[np.float64], fine: NDArray[np.float64], subdivide: int, step: int) -> NDArray[np.float64]:
+    """Each patch's value raised to the highest of its sub-patches' (where the patch has a value)."""
+    n_rows, n_cols = coarse.shape[1:]
+    best = max_over_subpatches(fine, n_rows, n_cols, subdivide, step)
+    return np.where(np.isfinite(coarse), np.fmax(coarse, best), np.nan)
+
+
+def calibrate(scored: StoreScores, nulls: tuple[NullModel, NullModel] | None = None) -> StoreScores:
+    """Set ``scored.p``: confirmed scores against the null of confirmed scores, pending ones against the single one.
+
+    The null models are fitted to ``scored.null_scores`` and ``scored.null_z`` (the same statistic computed over
+    the reference period, :class:`~changescope.change.calibrate.NullModel`) unless ``nulls`` are given.
+    """
+    if nulls is None:
+        nulls = (NullModel.fit(scored.null_scores), NullModel.fit(scored.null_z))
+    p = np.where(scored.pending, nulls[1].sf(scored.z), nulls[0].sf(scored.scores))
+    scored.p = np.where(np.isfinite(scored.scores), p, np.nan)
+    scored.nulls = nulls
+    return scored
 
 
 def score_multiscale(
@@ -137,9 +177,12 @@ def score_multiscale(
     config: Any,
     subdivide: int = 2,
     breaks: NDArray[np.bool_] | None = None,
-    nulls: tuple[NullModel, NullModel | None] | None = None,
+    nulls: tuple[NullModel, NullModel] | None = None,
 ) -> tuple[StoreScores, NDArray[np.float32]]:
-    """:func:`score_store` on the patches, raised to the highest score of their sub-patches when ``fine`` is given.
+    """:func:`score_store` on the patches, raised to the highest score of their sub-patches, then calibrated.
+
+    The null statistic is raised the same way (a patch's reference-period score is the highest of its own and its
+    sub-patches'), so the p-values account for testing every patch at ``1 + subdivide**2`` units.
 
     Args:
         emb: The patch embeddings store.
@@ -147,45 +190,35 @@ def score_multiscale(
         config: The run parameters.
         subdivide: Sub-patches per patch side in ``fine``.
         breaks: ``(T, n_rows, n_cols)`` patch segment starts (spread to their sub-patches), or ``None``.
-        nulls: The ``(patch, sub-patch)`` null models to reuse, or ``None`` to fit them.
+        nulls: The null models to reuse (:func:`calibrate`), or ``None`` to fit them.
 
     Returns:
-        ``(scores, X)``: the patch scores, where ``scores`` is the maximum of the patch's and its sub-patches'
-        confirmed scores and ``p`` the Bonferroni combination of their p-values
-        (:func:`~changescope.change.calibrate.multiscale_pvalues`); ``X`` ``(T, n_rows, n_cols, D)`` the embeddings
-        change vectors are taken from (per patch, those of the scale at which it changed most,
-        :func:`~changescope.change.multiscale.subpatch_embeddings`). ``scores.null`` is the patch scale's null.
+        ``(scores, X)``: the calibrated patch scores (:class:`StoreScores`, ``p`` set) and ``X``
+        ``(T, n_rows, n_cols, D)`` the embeddings change vectors are taken from (per patch, those of the scale at
+        which it changed most, :func:`~changescope.change.multiscale.subpatch_embeddings`).
     """
-    coarse = score_store(emb, config, breaks=breaks, null=None if nulls is None else nulls[0])
+    coarse = score_store(emb, config, breaks=breaks, null=nulls is None)
     X = np.asarray(emb["embedding"].values, dtype=np.float32)
     if fine is None:
-        return coarse, X
+        return calibrate(coarse, nulls), X
     size = int(emb.attrs.get("patch_size", config.patch_size))
     stride = int(emb.attrs.get("stride", config.stride or size))
     step = stride // (size // subdivide)
     fine_breaks = None
     if breaks is not None:
         fine_breaks = subpatch_breaks(breaks, (fine.sizes["row"], fine.sizes["col"]), subdivide, step)
-    fine_null = None if nulls is None else nulls[1]
-    sub = score_store(fine, config, exclusion=2 * subdivide, breaks=fine_breaks, null=fine_null)
-    n_rows, n_cols = coarse.scores.shape[1:]
+    sub = score_store(fine, config, exclusion=2 * subdivide, breaks=fine_breaks, null=nulls is None)
     X = subpatch_embeddings(X, np.asarray(fine["embedding"].values), coarse.scores, sub.scores, subdivide, step)
-    best = max_over_subpatches(sub.scores, n_rows, n_cols, subdivide, step)
-    best_z = max_over_subpatches(sub.z, n_rows, n_cols, subdivide, step)
-    least_p = -max_over_subpatches(-sub.p, n_rows, n_cols, subdivide, step)
-    n_units = 1 + subdivide * subdivide
     merged = StoreScores(
         raw=coarse.raw,
-        z=np.where(np.isfinite(coarse.z), np.fmax(coarse.z, best_z), np.nan),
-        scores=np.where(np.isfinite(coarse.scores), np.fmax(coarse.scores, best), np.nan),
+        z=_raise(coarse.z, sub.z, subdivide, step),
+        scores=_raise(coarse.scores, sub.scores, subdivide, step),
         used=coarse.used,
-        p=multiscale_pvalues(coarse.p, least_p, n_units),
         pending=coarse.pending,
-        null=coarse.null,
-        n_units=n_units,
-        fine_null=sub.null,
+        null_z=_raise(coarse.null_z, sub.null_z, subdivide, step),
+        null_scores=_raise(coarse.null_scores, sub.null_scores, subdivide, step),
     )
-    return merged, X
+    return calibrate(merged, nulls), X
 
 
 @dataclass
@@ -245,13 +278,13 @@ def score_events(
     breaks = np.zeros((n_t, n_rows * n_cols), dtype=bool)
     passes = 0
     spent = {"score": 0.0, "events": 0.0}
-    nulls: tuple[NullModel, NullModel | None] | None = None
+    nulls: tuple[NullModel, NullModel] | None = None
     while True:
         passes += 1
         seg = breaks.reshape(n_t, n_rows, n_cols) if breaks.any() else None
         t0 = time.perf_counter()
         scored, X = score_multiscale(emb, fine, config, subdivide, breaks=seg, nulls=nulls)
-        nulls = (scored.null, scored.fine_null)  # the null of "no change" does not depend on the segments
+        nulls = scored.nulls  # the null of "no change" does not depend on the segments
         t1 = time.perf_counter()
         spent["score"] += t1 - t0
         flat = X.reshape(n_t, n_rows * n_cols, -1)
@@ -269,10 +302,9 @@ def score_events(
             q=config.q,
             persistence=persistence,
             breaks=breaks if breaks.any() else None,
-            pvalues=scored.p.reshape(n_t, -1),
+            pvalues=None if scored.p is None else scored.p.reshape(n_t, -1),
             pending=scored.pending.reshape(n_t, -1),
-            null=scored.null,
-            n_units=scored.n_units,
+            null=None if scored.nulls is None else scored.nulls[0],
             false_alarms=getattr(config, "false_alarms", 1.0),
             fdr=getattr(config, "fdr", 0.05),
         )

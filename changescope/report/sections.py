@@ -181,7 +181,7 @@ def _event_card(im: Imagery, ev: Mapping[Any, Any], size: int, detailed: bool = 
         lines.append(
             f"score {float(ev['score']):.2f} &middot; {esc(cluster)} &middot; rarity {float(ev['rarity']):.2f}"
         )
-        lines.append(f"before {prev} &rarr; after {day} &middot; {'confirmed' if ev['confirmed'] else 'unconfirmed'}")
+        lines.append(f"before {prev} &rarr; after {day} &middot; {'confirmed' if ev['confirmed'] else 'pending'}")
     pair = img_tag(before, f"before {ev['event_id']}", "thumb") + img_tag(after, f"after {ev['event_id']}", "thumb")
     return f'<div class="event"><div class="pair">{pair}</div><p>{"<br>".join(lines)}</p></div>'
 

@@ -6,13 +6,7 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from changescope.change.calibrate import (
-    NullModel,
-    bh_threshold,
-    confirm_pvalues,
-    decide,
-    multiscale_pvalues,
-)
+from changescope.change.calibrate import NullModel, bh_threshold, decide
 from changescope.change.store import score_events
 from changescope.errors import ParameterError
 from changescope.run import RunConfig
@@ -49,31 +43,6 @@ def test_null_model_gaussian_fallback_and_inverse():
     assert np.isnan(fitted.sf(np.array([np.nan]))[0])
 
 
-def _naive_confirm(p, following):
-    out = np.full_like(p, np.nan)
-    pending = np.zeros(p.shape, dtype=bool)
-    for n in range(p.shape[1]):
-        obs = [t for t in range(p.shape[0]) if np.isfinite(p[t, n])]
-        for i, t in enumerate(obs):
-            nxt = obs[i + 1 : i + 1 + following]
-            out[t, n] = max([p[t, n], *[p[u, n] for u in nxt]])
-            pending[t, n] = len(nxt) < following
-    return out, pending
-
-
-@pytest.mark.parametrize("following", [0, 1, 2])
-def test_confirm_pvalues_matches_a_naive_loop(following):
-    rng = np.random.default_rng(following)
-    p = rng.uniform(size=(9, 40))
-    p[rng.uniform(size=p.shape) < 0.3] = np.nan
-    got, pending = confirm_pvalues(p, following)
-    want, want_pending = _naive_confirm(p, following)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(pending, want_pending)
-    with pytest.raises(ParameterError, match="following"):
-        confirm_pvalues(p, -1)
-
-
 def test_bh_threshold_matches_the_step_up_rule():
     rng = np.random.default_rng(3)
     p = np.concatenate([rng.uniform(size=900), rng.uniform(0, 1e-4, size=100)])
@@ -92,11 +61,6 @@ def test_decide_nfa_threshold_and_bad_levels():
     for kw in ({"rule": "otsu"}, {"false_alarms": 0.0}, {"fdr": 1.5, "rule": "fdr"}):
         with pytest.raises(ParameterError):
             decide(p, 500, **kw)
-
-
-def test_multiscale_pvalues_bonferroni():
-    got = multiscale_pvalues(np.array([0.01, np.nan, 0.5]), np.array([0.001, 0.0, np.nan]), 5)
-    np.testing.assert_allclose(got, [0.005, np.nan, 1.0])
 
 
 def _store(X: np.ndarray, valid_fraction: np.ndarray, side: int) -> xr.Dataset:

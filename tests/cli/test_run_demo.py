@@ -47,3 +47,22 @@ def test_run_cli_descriptor_and_rebase_options(tmp_path):
     if len(vb):  # each half of a from-to descriptor has unit length (or is zero)
         halves = np.linalg.norm(vb.reshape(len(vb), 2, dim), axis=2)
         assert np.all((np.abs(halves - 1) < 1e-4) | (halves < 1e-6))
+
+
+def test_run_cli_decision_options(tmp_path, capsys):
+    main(["synth", str(tmp_path / "aoi"), "--seed", "4", "--size", "128", "--months", "6"])
+    common = ["--method", "distance", "--subdivide", "1", "--quiet"]
+    main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "f"), *common, "--fdr", "0.1"])
+    main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "n"), *common, "--false-alarms", "3"])
+    main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "o"), *common, "--threshold", "otsu"])
+    f, n, o = (json.loads((tmp_path / x / "run.json").read_text()) for x in "fno")
+    assert f["decision"]["rule"] == "fdr" and f["decision"]["fdr"] == 0.1
+    assert n["decision"]["rule"] == "nfa" and n["decision"]["false_alarms_per_1000_patches"] == 3.0
+    assert n["decision"]["p_threshold"] == 3.0 * n["decision"]["n_patches"] / 1000 / n["decision"]["n_tests"]
+    assert o["decision"] is None and o["config"]["threshold"] == "otsu"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "bad"), *common, "--false-alarms", "-1"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "false_alarms" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -14,7 +14,9 @@ def build_run(root: Path) -> Path:
     """A 192 px, 8-date synthetic AOI (seed 3) and a distance run over it; returns the run folder."""
     make_aoi(root / "aoi", seed=3, size=192, months=8)
     run_dir = root / "run"
-    run_pipeline(root / "aoi", run_dir, RunConfig(method="distance", threshold="otsu"), progress=False)  # many events for the gallery
+    run_pipeline(
+        root / "aoi", run_dir, RunConfig(method="distance", threshold="otsu"), progress=False
+    )  # many events for the gallery
     return run_dir
 
 

@@ -64,7 +64,14 @@ from changescope.io.stack import DateImage, stack_dates
 from changescope.series import BandInfo
 from changescope.types import PathLike
 
-__all__ = ["OSCDReader", "decode_change_mask", "find_change_mask", "read_dates_txt", "read_oscd_change_mask"]
+__all__ = [
+    "OSCDReader",
+    "band_files",
+    "decode_change_mask",
+    "find_change_mask",
+    "read_dates_txt",
+    "read_oscd_change_mask",
+]
 
 L1C_NODATA = 0
 """Sentinel-2 L1C digital number of no-data pixels."""
@@ -196,7 +203,13 @@ def read_oscd_change_mask(path: PathLike) -> np.ndarray:
     return decode_change_mask(_read_mask(p), str(p))[0]
 
 
-def _band_files(folder: Path) -> dict[str, Path]:
+def band_files(folder: Path, *, require_all: bool = True) -> dict[str, Path]:
+    """The per-band files ``*_B01.tif ... *_B8A.tif`` of a folder, by Sentinel-2 band token (``"B8A"``).
+
+    Raises:
+        NoImagesFoundError: ``folder`` does not exist.
+        BandMismatchError: Two files of one band, or (``require_all``) a Sentinel-2 band missing.
+    """
     if not folder.is_dir():
         raise NoImagesFoundError(f"{str(folder)!r} does not exist; an OSCD city holds imgs_1/ and imgs_2/ band files")
     found: dict[str, Path] = {}
@@ -212,7 +225,7 @@ def _band_files(folder: Path) -> dict[str, Path]:
             )
         found[token] = f
     missing = [t for t in SENTINEL2_TOKENS if t not in found]
-    if missing:
+    if require_all and missing:
         raise BandMismatchError(
             f"{str(folder)!r} misses Sentinel-2 band files {missing!r}; an OSCD date holds *_B01.tif ... *_B8A.tif"
         )
@@ -258,7 +271,7 @@ class OSCDReader:
         """
         city_dir = self._city_dir(path, city)
         date_1, date_2 = read_dates_txt(city_dir / "dates.txt")
-        files = [_band_files(city_dir / "imgs_1"), _band_files(city_dir / "imgs_2")]
+        files = [band_files(city_dir / "imgs_1"), band_files(city_dir / "imgs_2")]
         infos = {t: BandInfo.from_name(t, scale=L1C_SCALE) for t in SENTINEL2_TOKENS}
         selected = select_bands(infos, bands, where=str(city_dir))
         metas = [{t: raster_meta(f) for t, f in date_files.items()} for date_files in files]

@@ -23,7 +23,6 @@ looked up. Dates come from an OSCD ``dates.txt`` beside the folders, else placeh
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +37,8 @@ from rasterio.vrt import WarpedVRT
 
 from changescope.errors import BandMismatchError, CorruptFileError, GridMismatchError, NoImagesFoundError
 from changescope.io.bandfiles import Grid, band_sort_key, footprint_invalid
-from changescope.io.oscd import decode_change_mask, find_change_mask, read_dates_txt
-from changescope.io.raster import RasterMeta, is_raster, open_raster, raster_meta
+from changescope.io.oscd import band_files, decode_change_mask, find_change_mask, read_dates_txt
+from changescope.io.raster import RasterMeta, open_raster, raster_meta
 from changescope.series import BandInfo, make_series
 from changescope.types import PathLike
 
@@ -48,7 +47,6 @@ __all__ = ["PLACEHOLDER_CRS", "read_pair"]
 PLACEHOLDER_CRS = "EPSG:3857"
 """CRS given to pairs without one (PNG, JPEG)."""
 
-_BAND = re.compile(r"(?:^|[_-])(B\d{2}|B8A)$", flags=re.IGNORECASE)
 _RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -108,15 +106,7 @@ def _raster_bands(meta: RasterMeta) -> tuple[list[BandInfo], bool]:
 
 
 def _band_files(folder: Path) -> dict[str, RasterMeta]:
-    found: dict[str, RasterMeta] = {}
-    for f in sorted(p for p in folder.iterdir() if is_raster(p)):
-        match = _BAND.search(f.stem)
-        if match is None:
-            continue
-        token = match[1].upper()
-        if token in found:
-            raise BandMismatchError(f"{str(found[token].path)!r} and {str(f)!r} are both band {token!r}; keep one")
-        found[token] = _open_quietly(f)
+    found = {token: _open_quietly(f) for token, f in band_files(folder, require_all=False).items()}
     if not found:
         raise NoImagesFoundError(
             f"{str(folder)!r} holds no band files; a pair folder holds *_B01.tif ... *_B8A.tif (one band each)"

@@ -83,7 +83,7 @@ def _baseline_auc(ds: xr.Dataset, grid: PatchGrid, frac: np.ndarray, name: str) 
 
 
 def _run(ds: xr.Dataset, out: Path, config: RunConfig) -> Path:
-    run_pipeline(ds, out, config, progress=False, report=False)
+    run_pipeline(ds, out, config, progress=False)
     return out
 
 

@@ -7,6 +7,7 @@ grid. Only whole patches exist: ``n_rows = (height - size) // stride + 1``; with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,21 @@ class PatchGrid:
             width=int(ds.sizes["x"]),
             transform=Affine(*tuple(ds.rio.transform(recalc=True))[:6]),
             crs=ds.rio.crs,
+        )
+
+    @classmethod
+    def for_store(cls, attrs: Mapping[str, Any]) -> PatchGrid:
+        """The grid an embeddings store was made on (its attributes: patch size, stride, shape, transform, CRS)."""
+        from rasterio.crs import CRS
+
+        wkt = attrs.get("crs_wkt")
+        return cls(
+            size=int(attrs["patch_size"]),
+            stride=int(attrs.get("stride") or attrs["patch_size"]),
+            height=int(attrs["grid_height"]),
+            width=int(attrs["grid_width"]),
+            transform=Affine(*[float(v) for v in attrs["transform"]][:6]),
+            crs=CRS.from_wkt(wkt) if wkt else None,
         )
 
     # ---------------------------------------------------------------- geometry

@@ -9,6 +9,7 @@ import rasterio
 import changescope
 from changescope.embed import open_embeddings
 from changescope.errors import ParameterError
+from changescope.report import build_report
 from changescope.run import RunConfig, load_run, run_pipeline
 from changescope.synthetic import make_aoi
 from changescope.testing import shared_sample
@@ -56,7 +57,8 @@ def test_run_writes_every_output(small_aoi, tmp_path, method):
     run = load_run(out)
     assert run["config"]["method"] == method and run["n_events"] == len(changes)
     assert set(run["timings_s"]) == {"open", "embed", "score", "events", "discover"}
-    html = (out / "report.html").read_text()
+    assert not (out / "report.html").exists()  # the run itself never builds the report
+    html = build_report(out).read_text()
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
     clusters = json.loads((out / "clusters.json").read_text())
     assert clusters["n_events"] == len(changes)
@@ -126,7 +128,7 @@ def test_run_declares_changes_with_their_evidence_and_dates(tmp_path):
     make_aoi(root, seed=8, size=256, months=10)
     out = tmp_path / "run"
     # a permissive user setting (50 expected false changes per 1000 patches) so that this small AOI has events
-    res = run_pipeline(root, out, RunConfig(patch_size=16, false_alarms=50.0), progress=False, report=False)
+    res = run_pipeline(root, out, RunConfig(patch_size=16, false_alarms=50.0), progress=False)
     run = load_run(out)
     decision = run["decision"]
     assert decision["rule"] == "nfa" and decision["false_alarms_per_1000_patches"] == 50.0
@@ -153,7 +155,7 @@ def test_run_declares_changes_with_their_evidence_and_dates(tmp_path):
 
 
 def test_bad_decision_settings_are_refused_before_any_work(small_aoi, tmp_path):
-    for cfg in (RunConfig(false_alarms=0.0), RunConfig(threshold="fdr", fdr=1.5), RunConfig(threshold="nope")):
-        with pytest.raises(ParameterError):
-            run_pipeline(small_aoi, tmp_path / "run", cfg, progress=False)
+    for bad in ({"false_alarms": 0.0}, {"threshold": "fdr", "fdr": 1.5}, {"threshold": "nope"}, {"cluster": "x"}):
+        with pytest.raises(ParameterError, match="--"):
+            run_pipeline(small_aoi, tmp_path / "run", RunConfig(**bad), progress=False)
     assert not (tmp_path / "run" / "embeddings.zarr").exists()

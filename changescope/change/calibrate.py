@@ -38,13 +38,14 @@ observations (:func:`changescope.change.store.calibrate`). ``p = null.sf(score)`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
 from changescope.errors import ParameterError
+from changescope.types import DecisionRule
 
 __all__ = [
     "DECISIONS",
@@ -55,7 +56,6 @@ __all__ = [
     "decide",
 ]
 
-DecisionRule: TypeAlias = Literal["nfa", "fdr"]
 DECISIONS: tuple[str, ...] = ("nfa", "fdr")
 F64 = NDArray[np.float64]
 
@@ -186,6 +186,19 @@ class Decision:
     def nfa(self, p: NDArray[np.floating]) -> F64:
         """The number of false alarms of p-values: ``n_tests * p``."""
         return self.n_tests * np.asarray(p, dtype=np.float64)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Decision:
+        """The decision :meth:`to_json` describes."""
+        return cls(
+            str(data["rule"]),
+            float(data["p_threshold"]),
+            int(data["n_tests"]),
+            int(data["n_patches"]),
+            data.get("false_alarms_per_1000_patches"),
+            data.get("fdr"),
+            dict(data.get("null") or {}),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A summary for ``run.json``."""

@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -35,10 +34,10 @@ from numpy.typing import NDArray
 from changescope.change.calibrate import DECISIONS, Decision, NullModel, decide
 from changescope.change.reference import Reference, reference_mask
 from changescope.errors import ParameterError
+from changescope.types import ThresholdMethod
 
 __all__ = ["Events", "ThresholdMethod", "extract_events", "pick_threshold"]
 
-ThresholdMethod: TypeAlias = Literal["nfa", "fdr", "otsu", "gmm", "quantile"]
 DATE_LEVEL = 0.01
 """Confirmed p-value at which an observation before a detection still counts as changed (break dating)."""
 

@@ -22,17 +22,15 @@ after a break. The other strategies follow the series by construction and ignore
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
-
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
 from changescope.errors import ParameterError
+from changescope.types import Reference
 
 __all__ = ["REFERENCES", "Reference", "reference_mask"]
 
-Reference: TypeAlias = Literal["first", "previous", "rolling", "season"]
 REFERENCES: tuple[str, ...] = ("first", "previous", "rolling", "season")
 
 

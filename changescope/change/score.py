@@ -14,7 +14,7 @@ stand out.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,11 +22,12 @@ from numpy.typing import NDArray
 
 from changescope.change.reference import REFERENCES, Reference, reference_mask
 from changescope.change.scorers import Metric, PatchDistance, PatchLOF
+from changescope.config import ScoreConfig
 from changescope.errors import ParameterError
+from changescope.types import Context, Method
 
 __all__ = ["METHODS", "ChangeScorer", "Method", "confirm_scores", "robust_zscore", "standardize_embeddings"]
 
-Method: TypeAlias = Literal["distance", "lof"]
 METHODS: tuple[str, ...] = ("distance", "lof")
 F64 = NDArray[np.float64]
 
@@ -115,8 +116,14 @@ def _gather(Xn: F64, mask: NDArray[np.bool_]) -> tuple[F64, NDArray[np.bool_]]:
     return R, np.take_along_axis(mask, order, axis=1)
 
 
+_DEFAULTS = ScoreConfig()
+
+
 class ChangeScorer:
     """Score change per patch per date against reference observations.
+
+    The defaults are those of :class:`~changescope.config.ScoreConfig` (and so of ``changescope run``): distance
+    against the peers' changes, standardised embeddings; :meth:`from_config` builds one from a configuration.
 
     Args:
         method: ``"distance"`` to the reference centroid, or ``"lof"`` (novelty Local Outlier Factor among the
@@ -143,18 +150,18 @@ class ChangeScorer:
 
     def __init__(
         self,
-        method: Method = "lof",
-        reference: Reference = "first",
-        k: int = 3,
-        n_neighbors: int = 20,
-        metric: Metric | None = None,
+        method: Method = _DEFAULTS.method,
+        reference: Reference = _DEFAULTS.reference,
+        k: int = _DEFAULTS.k,
+        n_neighbors: int = _DEFAULTS.n_neighbors,
+        metric: Metric | None = _DEFAULTS.metric,
         normalize: bool = True,
         season_window: int = 45,
         chunk: int = 4096,
-        context: str = "none",
-        n_peers: int = 100,
+        context: Context = _DEFAULTS.context,
+        n_peers: int = _DEFAULTS.n_peers,
         exclusion: int = 2,
-        standardize: bool = False,
+        standardize: bool = _DEFAULTS.standardize,
         null: bool = False,
     ) -> None:
         self.method = method
@@ -170,6 +177,21 @@ class ChangeScorer:
         self.exclusion = exclusion
         self.standardize = standardize
         self.null = null
+
+    @classmethod
+    def from_config(cls, config: ScoreConfig, **overrides: Any) -> ChangeScorer:
+        """A scorer with the options of a :class:`~changescope.config.ScoreConfig` (``overrides`` win)."""
+        kw: dict[str, Any] = {
+            "method": config.method,
+            "reference": config.reference,
+            "k": config.k,
+            "n_neighbors": config.n_neighbors,
+            "metric": config.metric,
+            "context": config.context,
+            "n_peers": config.n_peers,
+            "standardize": config.standardize,
+        }
+        return cls(**{**kw, **overrides})
 
     def _validate(self, X: NDArray[np.floating], valid: NDArray[np.bool_], n_times: int) -> None:
         if self.method not in METHODS:

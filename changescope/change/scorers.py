@@ -12,16 +12,14 @@ queries ``Q (N, M, D)``; there is no Python loop over patches.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
-
 import numpy as np
 from numpy.typing import NDArray
 
 from changescope.errors import ParameterError
+from changescope.types import Metric
 
 __all__ = ["Metric", "PatchDistance", "PatchLOF"]
 
-Metric: TypeAlias = Literal["cosine", "euclidean"]
 F64 = NDArray[np.float64]
 
 

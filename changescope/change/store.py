@@ -14,14 +14,14 @@ on every later date, so each later dip and rise of its score (a crop cycle on th
 "new" event of the same change, and those echoes crowd the ranking and the search results. With it, a second event
 on that patch is a real second change (the clearing becoming a field), with its own before state.
 
-The functions read settings from a ``config`` with the attributes of :class:`changescope.run.RunConfig`.
+The functions take a :class:`~changescope.config.ScoreConfig` (or a whole :class:`~changescope.config.RunConfig`,
+whose scoring stage they use); the clear fraction an observation needs is the one its store was embedded with.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,9 +32,19 @@ from changescope.change.calibrate import NullModel
 from changescope.change.events import Events, extract_events
 from changescope.change.multiscale import max_over_subpatches, subpatch_breaks, subpatch_embeddings
 from changescope.change.score import ChangeScorer, confirm_scores, robust_zscore, standardize_embeddings
+from changescope.config import EmbedConfig, RunConfig, ScoreConfig
 from changescope.errors import ParameterError
 
-__all__ = ["ScoredEvents", "StoreScores", "calibrate", "score_events", "score_multiscale", "score_store"]
+__all__ = [
+    "ScoredEvents",
+    "StoreScores",
+    "calibrate",
+    "score_config",
+    "score_events",
+    "score_multiscale",
+    "score_store",
+    "store_min_valid",
+]
 
 
 @dataclass
@@ -66,6 +76,24 @@ class StoreScores:
     nulls: tuple[NullModel, NullModel] | None = None
 
 
+def score_config(config: ScoreConfig | RunConfig) -> ScoreConfig:
+    """The scoring configuration of ``config`` (its ``score`` stage for a :class:`RunConfig`).
+
+    Raises:
+        ParameterError: ``config`` is neither.
+    """
+    if isinstance(config, RunConfig):
+        return config.score
+    if not isinstance(config, ScoreConfig):
+        raise ParameterError(f"config must be a ScoreConfig or RunConfig, not {type(config).__name__}")
+    return config
+
+
+def store_min_valid(emb: xr.Dataset) -> float:
+    """The clear fraction the store's observations were embedded with (the embedding default when unrecorded)."""
+    return float(emb.attrs.get("min_valid", EmbedConfig().min_valid))
+
+
 def _confirmed(z: NDArray[np.float64], following: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """``(T, N)`` confirmed scores and the observations with fewer than ``following`` scored ones after them."""
     fin = np.isfinite(z)
@@ -75,7 +103,7 @@ def _confirmed(z: NDArray[np.float64], following: int) -> tuple[NDArray[np.float
 
 def score_store(
     emb: xr.Dataset,
-    config: Any,
+    config: ScoreConfig | RunConfig,
     rows_per_chunk: int | None = None,
     *,
     exclusion: int = 2,
@@ -97,6 +125,8 @@ def score_store(
         breaks: ``(T, n_rows, n_cols)`` segment starts (see the module docstring), or ``None``.
         null: Compute the null scores (a rescoring pass reuses the first pass's null models and skips them).
     """
+    config = score_config(config)
+    min_valid = store_min_valid(emb)
     times = pd.DatetimeIndex(emb["time"].values)
     n_t, n_rows, n_cols = (emb.sizes[d] for d in ("time", "row", "col"))
     dim = emb.sizes["dim"]
@@ -111,21 +141,9 @@ def score_store(
         sl = slice(r0, min(r0 + step, n_rows))
         X = np.asarray(emb["embedding"].isel(row=sl).values, dtype=np.float32).reshape(n_t, -1, dim)
         vf = np.asarray(emb["valid_fraction"].isel(row=sl).values).reshape(n_t, -1)
-        valid = (vf >= config.min_valid) & np.isfinite(X).all(axis=2)
+        valid = (vf >= min_valid) & np.isfinite(X).all(axis=2)
         rr, cc = np.meshgrid(np.arange(sl.start, sl.stop), np.arange(n_cols), indexing="ij")
-        scorer = ChangeScorer(
-            config.method,
-            config.reference,
-            config.k,
-            config.n_neighbors,
-            config.metric,
-            normalize=False,
-            context=config.context,
-            n_peers=config.n_peers,
-            exclusion=exclusion,
-            standardize=config.standardize,
-            null=null,
-        )
+        scorer = ChangeScorer.from_config(config, normalize=False, exclusion=exclusion, null=null)
         seg = None if breaks is None else np.asarray(breaks, dtype=bool)[:, sl].reshape(n_t, -1)
         scorer.fit(X, valid, times, positions=np.stack([rr.ravel(), cc.ravel()], axis=1), breaks=seg)
         raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
@@ -174,7 +192,7 @@ def calibrate(scored: StoreScores, nulls: tuple[NullModel, NullModel] | None = N
 def score_multiscale(
     emb: xr.Dataset,
     fine: xr.Dataset | None,
-    config: Any,
+    config: ScoreConfig | RunConfig,
     subdivide: int = 2,
     breaks: NDArray[np.bool_] | None = None,
     nulls: tuple[NullModel, NullModel] | None = None,
@@ -197,12 +215,13 @@ def score_multiscale(
         ``(T, n_rows, n_cols, D)`` the embeddings change vectors are taken from (per patch, those of the scale at
         which it changed most, :func:`~changescope.change.multiscale.subpatch_embeddings`).
     """
+    config = score_config(config)
     coarse = score_store(emb, config, breaks=breaks, null=nulls is None)
     X = np.asarray(emb["embedding"].values, dtype=np.float32)
     if fine is None:
         return calibrate(coarse, nulls), X
-    size = int(emb.attrs.get("patch_size", config.patch_size))
-    stride = int(emb.attrs.get("stride", config.stride or size))
+    size = int(emb.attrs["patch_size"])
+    stride = int(emb.attrs.get("stride") or size)
     step = stride // (size // subdivide)
     fine_breaks = None
     if breaks is not None:
@@ -249,7 +268,7 @@ class ScoredEvents:
 def score_events(
     emb: xr.Dataset,
     fine: xr.Dataset | None,
-    config: Any,
+    config: ScoreConfig | RunConfig,
     subdivide: int = 2,
     *,
     persistence: int = 1,
@@ -272,6 +291,7 @@ def score_events(
     """
     if max_passes < 1:
         raise ParameterError(f"max_passes={max_passes!r} must be >= 1")
+    config = score_config(config)
     times = pd.DatetimeIndex(emb["time"].values)
     n_t, n_rows, n_cols = (emb.sizes[d] for d in ("time", "row", "col"))
     rebase = rebase and config.reference == "first" and persistence > 0
@@ -305,8 +325,8 @@ def score_events(
             pvalues=None if scored.p is None else scored.p.reshape(n_t, -1),
             pending=scored.pending.reshape(n_t, -1),
             null=None if scored.nulls is None else scored.nulls[0],
-            false_alarms=getattr(config, "false_alarms", 1.0),
-            fdr=getattr(config, "fdr", 0.05),
+            false_alarms=config.false_alarms,
+            fdr=config.fdr,
         )
         spent["events"] += time.perf_counter() - t1
         found = events.breaks(n_t, n_rows * n_cols)

@@ -50,6 +50,11 @@ for _module in (synth, inspect, embed, run, demo, search, evaluate, report, trai
     _module.register(app)
 
 
+def _interrupted() -> None:
+    err_console.print("interrupted; rerun the same command to resume", highlight=False)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning changescope errors into exit code 1 with a one-line message."""
     args = sys.argv[1:] if argv is None else argv
@@ -62,9 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted")
-        sys.exit(130)
+        _interrupted()
     except typer.Exit as ex:
+        if ex.exit_code == 130:  # typer turns Ctrl-C into Exit(130) outside standalone mode
+            _interrupted()
         sys.exit(ex.exit_code)
     except Exception as err:  # click usage errors come through here in non-standalone mode
         # Typer >= 0.29 raises the exceptions of its own vendored click, so match click's exception protocol

@@ -45,7 +45,7 @@ def demo(
         f"largest co-registration shift {frame['shift'].max():.2f} px; {int(frame['warning'].sum())} date(s) flagged"
     )
     console.rule("3. run: embed -> score -> events -> discover")
-    result = run_pipeline(ds, out / "run", RunConfig(seed=seed), progress=not quiet, report=False)
+    result = run_pipeline(ds, out / "run", RunConfig(seed=seed), progress=not quiet)
     console.print(changes_table(result.top, f"{result.headline}; the 10 to look at first"))
     console.rule("4. evaluate against the known events, explore, report")
     metrics = evaluate_run(result.out)

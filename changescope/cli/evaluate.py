@@ -137,6 +137,11 @@ def benchmark(
         )
     console.print(table)
     console.print(f"tables and roc.png in {out}", highlight=False)
+    failed = [str(row["status"]) for row in df.to_dict("records") if row["status"] != "ok"]
+    if len(df) and len(failed) == len(df):
+        from changescope.errors import ChangescopeError
+
+        raise ChangescopeError(f"every row of the benchmark failed (first: {failed[0]}); see {out}/benchmark.csv")
 
 
 def register(app: typer.Typer) -> None:

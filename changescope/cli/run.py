@@ -1,4 +1,9 @@
-"""The ``changescope run`` command: the main job, open -> embed -> score -> events -> discover."""
+"""The ``changescope run``, ``score`` and ``discover`` commands: the main job, and its stages rerun alone.
+
+``run`` embeds, scores and discovers, then builds the report. ``score RUN_DIR`` rescores a finished run with
+other scoring options (and rediscovers with the run's discover options), ``discover RUN_DIR`` reclusters and
+reranks it: neither re-embeds.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from changescope.cli import stage_options as so
 from changescope.cli.options import OutDir, Quiet, Seed
 
-__all__ = ["changes_table", "register", "run"]
+__all__ = ["changes_table", "discover", "register", "run", "score"]
+
+RunDirArg = Annotated[Path, typer.Argument(help="A run folder (the --out of changescope run).")]
+NoReport = Annotated[bool, typer.Option("--no-report", help="Do not build report.html.")]
 
 
 def changes_table(top: object, title: str, n: int = 10) -> Table:
@@ -47,112 +56,169 @@ def changes_table(top: object, title: str, n: int = 10) -> Table:
     return table
 
 
+def _show(result: object, quiet: bool, report: bool) -> None:
+    from changescope.run import RunResult
+
+    assert isinstance(result, RunResult)
+    console = Console(quiet=quiet)
+    if not console.is_terminal:  # files and pipes: do not squeeze the table into 80 columns
+        console.width = max(console.width, 120)
+    console.print(changes_table(result.top, result.headline))
+    console.print(f"outputs in {result.out}", highlight=False)
+    if report:
+        from changescope.report import build_report
+
+        build_report(result.out)
+        console.print(f"report (open it in a browser): {result.report}", highlight=False)
+
+
 def run(
     input: Annotated[Path, typer.Argument(help="A series that changescope.open reads (folder, file, store).")],
     out: OutDir = Path("changescope_run"),
-    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder name or checkpoint:PATH.")] = "spectral",
-    weights: Annotated[str | None, typer.Option("--weights", help="Encoder weights (path, HF repo id).")] = None,
-    method: Annotated[str, typer.Option("--method", "-m", help="Change score: distance or lof.")] = "distance",
-    reference: Annotated[
-        str, typer.Option("--reference", help="Reference: first, previous, rolling or season.")
-    ] = "first",
-    k: Annotated[int, typer.Option("--k", help="Reference dates for first/rolling.")] = 3,
-    context: Annotated[
-        str, typer.Option("--context", help="peers (compare with similar patches, default) or none.")
-    ] = "peers",
-    n_peers: Annotated[int, typer.Option("--n-peers", help="Peers per patch for --context peers.")] = 100,
-    patch_size: Annotated[int, typer.Option("--patch-size", "-p", help="Patch side in pixels.")] = 32,
-    stride: Annotated[int | None, typer.Option("--stride", help="Patch step in pixels.")] = None,
-    min_valid: Annotated[float, typer.Option("--min-valid", help="Minimum clear fraction of a patch.")] = 0.5,
-    threshold: Annotated[
-        str,
-        typer.Option(
-            "--threshold",
-            help="How changes are declared: nfa (a test with --false-alarms, default), fdr, or a split of the scores "
-            "(otsu, gmm, quantile or a number), which finds changes even where nothing changed.",
-        ),
-    ] = "nfa",
-    false_alarms: Annotated[
-        float, typer.Option("--false-alarms", help="Expected false changes per 1000 patches (--threshold nfa).")
-    ] = 1.0,
-    fdr: Annotated[
-        float | None,
-        typer.Option("--fdr", help="Declare changes at this false-discovery rate instead (Benjamini-Hochberg)."),
-    ] = None,
-    persistence: Annotated[int, typer.Option("--persistence", help="Following dates confirming a change.")] = 1,
-    subdivide: Annotated[
-        int | None,
-        typer.Option("--subdivide", help="Also score sub-patches of side patch/N (1 = patch scale only; auto: 2)."),
-    ] = None,
-    confirm: Annotated[int, typer.Option("--confirm", help="Next observations a score must hold for (0 = off).")] = 1,
-    rebase: Annotated[
-        bool,
-        typer.Option("--rebase/--no-rebase", help="After a confirmed change, compare later dates with the new state."),
-    ] = False,
-    from_weight: Annotated[
-        float,
-        typer.Option("--from-weight", help="Weight of the before state in change descriptors (0 = change only)."),
-    ] = 1.0,
-    cluster: Annotated[str, typer.Option("--cluster", help="hdbscan or kmeans.")] = "hdbscan",
-    n_clusters: Annotated[int | None, typer.Option("--n-clusters", help="Clusters for kmeans.")] = None,
-    rank_by: Annotated[str, typer.Option("--rank-by", help="rarity, magnitude or mix.")] = "mix",
+    encoder: so.Encoder = so.EMBED.encoder,
+    weights: so.Weights = so.EMBED.weights,
+    method: so.MethodOpt = so.SCORE.method,
+    reference: so.ReferenceOpt = so.SCORE.reference,
+    k: so.K = so.SCORE.k,
+    context: so.ContextOpt = so.SCORE.context,
+    n_peers: so.NPeers = so.SCORE.n_peers,
+    metric: so.MetricOpt = so.SCORE.metric,
+    patch_size: so.PatchSize = so.EMBED.patch_size,
+    stride: so.Stride = so.EMBED.stride,
+    min_valid: so.MinValid = so.EMBED.min_valid,
+    threshold: so.Threshold = str(so.SCORE.threshold),
+    false_alarms: so.FalseAlarms = so.SCORE.false_alarms,
+    fdr: so.Fdr = None,
+    persistence: so.Persistence = so.SCORE.persistence,
+    subdivide: so.Subdivide = so.EMBED.subdivide,
+    confirm: so.Confirm = so.SCORE.confirm,
+    rebase: so.Rebase = so.SCORE.rebase,
+    from_weight: so.FromWeight = so.DISCOVER.from_weight,
+    cluster: so.Cluster = so.DISCOVER.cluster,
+    n_clusters: so.NClusters = so.DISCOVER.n_clusters,
+    rank_by: so.RankByOpt = so.DISCOVER.rank_by,
+    rank_weight: so.RankWeight = so.DISCOVER.rank_weight,
     format: Annotated[str | None, typer.Option("--format", help="Input format (auto-detected).")] = None,
     aoi: Annotated[str | None, typer.Option("--aoi", help="AOI id of a multi-AOI dataset root.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Local dask cluster workers.")] = None,
-    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Existing dask scheduler address.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    seed: Seed = 0,
+    embeddings: Annotated[
+        Path | None, typer.Option("--embeddings", help="Reuse the embeddings of this store or run folder.")
+    ] = None,
+    workers: so.Workers = so.EMBED.workers,
+    scheduler: so.Scheduler = so.EMBED.scheduler,
+    device: so.DeviceOpt = so.EMBED.device,
+    seed: Seed = so.DISCOVER.seed,
+    no_report: NoReport = False,
     quiet: Quiet = False,
 ) -> None:
-    """Find and rank the changes of a series; write scores, maps, change catalog and run.json to --out."""
-    from changescope.run import RunConfig, run_pipeline
+    """Find and rank the changes of a series; write scores, maps, change catalog, run.json and report to --out."""
+    from changescope.config import EmbedConfig, RunConfig
+    from changescope.run import run_pipeline
 
-    thr: str | float
-    try:
-        thr = float(threshold)
-    except ValueError:
-        thr = threshold
-    if fdr is not None and thr == "nfa":
-        thr = "fdr"
     config = RunConfig(
-        encoder=encoder,
-        weights=weights,
-        patch_size=patch_size,
-        stride=stride,
-        min_valid=min_valid,
-        method=method,  # type: ignore[arg-type]
-        reference=reference,  # type: ignore[arg-type]
+        EmbedConfig(
+            encoder=encoder,
+            weights=weights,
+            patch_size=patch_size,
+            stride=stride,
+            min_valid=min_valid,
+            subdivide=subdivide,
+            workers=workers,
+            scheduler=scheduler,
+            device=device,
+        ),
+        so.score_config(
+            method=method,
+            reference=reference,
+            k=k,
+            context=context,
+            n_peers=n_peers,
+            metric=metric,
+            threshold=threshold,
+            false_alarms=false_alarms,
+            fdr=fdr,
+            persistence=persistence,
+            confirm=confirm,
+            rebase=rebase,
+        ),
+        so.discover_config(
+            from_weight=from_weight,
+            cluster=cluster,
+            n_clusters=n_clusters,
+            rank_by=rank_by,
+            rank_weight=rank_weight,
+            seed=seed,
+        ),
+        format=format,
+        aoi=aoi,
+    )
+    result = run_pipeline(input, out, config, progress=not quiet, embeddings=embeddings)
+    _show(result, quiet, not no_report)
+
+
+def score(
+    run_dir: RunDirArg,
+    method: so.MethodOpt = so.SCORE.method,
+    reference: so.ReferenceOpt = so.SCORE.reference,
+    k: so.K = so.SCORE.k,
+    context: so.ContextOpt = so.SCORE.context,
+    n_peers: so.NPeers = so.SCORE.n_peers,
+    metric: so.MetricOpt = so.SCORE.metric,
+    threshold: so.Threshold = str(so.SCORE.threshold),
+    false_alarms: so.FalseAlarms = so.SCORE.false_alarms,
+    fdr: so.Fdr = None,
+    persistence: so.Persistence = so.SCORE.persistence,
+    confirm: so.Confirm = so.SCORE.confirm,
+    rebase: so.Rebase = so.SCORE.rebase,
+    no_report: NoReport = False,
+    quiet: Quiet = False,
+) -> None:
+    """Rescore a finished run with these scoring options (its embeddings are reused), then rediscover its changes."""
+    from changescope.run import rescore
+
+    cfg = so.score_config(
+        method=method,
+        reference=reference,
         k=k,
         context=context,
         n_peers=n_peers,
-        threshold=thr,  # type: ignore[arg-type]
+        metric=metric,
+        threshold=threshold,
         false_alarms=false_alarms,
-        fdr=0.05 if fdr is None else fdr,
+        fdr=fdr,
         persistence=persistence,
-        subdivide=subdivide,
         confirm=confirm,
         rebase=rebase,
+    )
+    _show(rescore(run_dir, cfg), quiet, not no_report)
+
+
+def discover(
+    run_dir: RunDirArg,
+    from_weight: so.FromWeight = so.DISCOVER.from_weight,
+    cluster: so.Cluster = so.DISCOVER.cluster,
+    n_clusters: so.NClusters = so.DISCOVER.n_clusters,
+    rank_by: so.RankByOpt = so.DISCOVER.rank_by,
+    rank_weight: so.RankWeight = so.DISCOVER.rank_weight,
+    seed: Seed = so.DISCOVER.seed,
+    no_report: NoReport = False,
+    quiet: Quiet = False,
+) -> None:
+    """Recluster and rerank the changes of a finished run with these options (scores and events are reused)."""
+    from changescope.run import rediscover
+
+    cfg = so.discover_config(
         from_weight=from_weight,
         cluster=cluster,
         n_clusters=n_clusters,
         rank_by=rank_by,
-        format=format,
-        aoi=aoi,
-        workers=workers,
-        scheduler=scheduler,
-        device=device,
+        rank_weight=rank_weight,
         seed=seed,
     )
-    console = Console(quiet=quiet)
-    if not console.is_terminal:  # files and pipes: do not squeeze the table into 80 columns
-        console.width = max(console.width, 120)
-    result = run_pipeline(input, out, config, progress=not quiet)
-    console.print(changes_table(result.top, result.headline))
-    console.print(f"outputs in {result.out}", highlight=False)
-    if result.report.exists():
-        console.print(f"report (open it in a browser): {result.report}", highlight=False)
+    _show(rediscover(run_dir, cfg), quiet, not no_report)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``run`` command to ``app``."""
+    """Add the ``run``, ``score`` and ``discover`` commands to ``app``."""
     app.command("run")(run)
+    app.command("score")(score)
+    app.command("discover")(discover)

@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from changescope.discover.index import IndexKind
+from changescope.types import IndexKind
 
 if TYPE_CHECKING:
     from changescope.discover.search import ChangeIndex
@@ -25,6 +23,8 @@ _SHOW = {"magnitude": "mag", "cluster": "cluster", "rarity": "rarity", "rank": "
 
 
 def _cell(value: Any) -> str:
+    import numpy as np
+
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
     if isinstance(value, float | np.floating):
@@ -32,7 +32,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _table(frame: pd.DataFrame, title: str, with_similarity: bool) -> Table:
+def _table(frame: Any, title: str, with_similarity: bool) -> Table:
     table = Table(title=title, title_justify="left")
     cols = [*(["similarity"] if with_similarity else []), *(c for c in _SHOW if c in frame.columns)]
     id_width = int(frame["event_id"].astype(str).str.len().max()) if len(frame) else 8
@@ -45,7 +45,10 @@ def _table(frame: pd.DataFrame, title: str, with_similarity: bool) -> Table:
     return table
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def _records(frame: Any) -> list[dict[str, Any]]:
+    import numpy as np
+    import pandas as pd
+
     out = []
     for _, rec in frame.iterrows():
         item: dict[str, Any] = {}

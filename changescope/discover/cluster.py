@@ -15,17 +15,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from changescope.discover.index import IndexParams, build_index, normalize_rows, search_index
 from changescope.errors import EmptySeriesError, ParameterError
+from changescope.types import ClusterMethod
 
 __all__ = ["ChangeClusterer", "ClusterMethod", "centroid_hierarchy", "default_min_cluster_size"]
 
-ClusterMethod: TypeAlias = Literal["hdbscan", "kmeans"]
 CLUSTER_METHODS: tuple[str, ...] = ("hdbscan", "kmeans")
 
 

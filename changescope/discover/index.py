@@ -27,12 +27,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from changescope.errors import ParameterError
+from changescope.types import IndexKind
 
 __all__ = [
     "DEFAULT_EXACT_THRESHOLD",
@@ -47,8 +48,6 @@ __all__ = [
     "search_index",
 ]
 
-IndexKind: TypeAlias = Literal["auto", "flat", "ivf", "hnsw"]
-"""Search index kinds; ``"auto"`` is exact up to ``exact_threshold`` vectors, IVF above."""
 
 INDEX_KINDS: tuple[str, ...] = ("auto", "flat", "ivf", "hnsw")
 

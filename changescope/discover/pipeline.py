@@ -11,10 +11,11 @@ An AOI without any event still gets its (empty) files, so a run always finishes 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from changescope.config import DiscoverConfig, RunConfig
 from changescope.discover.catalog import CLUSTERS_FILE, EVIDENCE_COLUMNS, Catalog, catalog_frame
 from changescope.discover.cluster import ChangeClusterer, ClusterMethod, centroid_hierarchy
 from changescope.discover.rank import RankBy
@@ -24,7 +25,6 @@ from changescope.discover.summary import (
     discover_changes,
     write_clusters_json,
 )
-from changescope.errors import ParameterError
 from changescope.types import PathLike
 
 if TYPE_CHECKING:
@@ -34,11 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["discover_events"]
 
 
-def _setting(config: Any, name: str, override: Any, default: Any) -> Any:
-    if override is not None:
-        return override
-    value = getattr(config, name, None) if config is not None else None
-    return default if value is None else value
+def _setting(config: DiscoverConfig, name: str, override: Any) -> Any:
+    return getattr(config, name) if override is None else override
 
 
 def discover_events(
@@ -47,20 +44,21 @@ def discover_events(
     *,
     aoi: str | None,
     crs: Any = None,
-    config: Any = None,
+    config: DiscoverConfig | RunConfig | None = None,
     out: PathLike | None = None,
-    cluster: str | None = None,
+    cluster: ClusterMethod | None = None,
     n_clusters: int | None = None,
-    rank_by: str | None = None,
+    rank_by: RankBy | None = None,
     rank_weight: float | None = None,
     seed: int | None = None,
     from_weight: float | None = None,
 ) -> Any:
     """Cluster, score and rank one AOI's events; write its catalog files into ``out``.
 
-    Settings come from the keyword overrides, else from ``config`` (a :class:`changescope.run.RunConfig` or any
-    object with ``cluster``, ``n_clusters``, ``rank_by``, ``rank_weight``, ``seed``, ``from_weight``), else the
-    defaults (HDBSCAN, rank by ``"mix"`` with weight 0.5, seed 0, from-to descriptors with ``from_weight`` 1).
+    Settings come from the keyword overrides, else from ``config`` (a :class:`~changescope.config.DiscoverConfig`,
+    or the discover stage of a :class:`~changescope.config.RunConfig`), else the defaults of
+    :class:`~changescope.config.DiscoverConfig` (HDBSCAN, rank by ``"mix"`` with weight 0.5, seed 0, from-to
+    descriptors with ``from_weight`` 1).
     The catalog's vectors are the events' from-to descriptors (:meth:`Events.descriptors`).
 
     Args:
@@ -81,13 +79,17 @@ def discover_events(
     Returns:
         The catalog GeoDataFrame (with ``cluster``, ``rarity``, ``rank``), row-aligned with the descriptors.
     """
-    method = str(_setting(config, "cluster", cluster, "hdbscan"))
-    if method not in ("hdbscan", "kmeans"):
-        raise ParameterError(f"cluster={method!r} must be 'hdbscan' or 'kmeans'")
-    k = int(_setting(config, "n_clusters", n_clusters, 8))
-    by = str(_setting(config, "rank_by", rank_by, "mix"))
-    weight = float(_setting(config, "rank_weight", rank_weight, 0.5))
-    random_state = int(_setting(config, "seed", seed, 0))
+    cfg = config.discover if isinstance(config, RunConfig) else config or DiscoverConfig()
+    cfg = DiscoverConfig(
+        from_weight=float(_setting(cfg, "from_weight", from_weight)),
+        cluster=_setting(cfg, "cluster", cluster),
+        n_clusters=_setting(cfg, "n_clusters", n_clusters),
+        rank_by=_setting(cfg, "rank_by", rank_by),
+        rank_weight=float(_setting(cfg, "rank_weight", rank_weight)),
+        seed=int(_setting(cfg, "seed", seed)),
+    )
+    method, by, weight, random_state = cfg.cluster, cfg.rank_by, cfg.rank_weight, cfg.seed
+    k = 8 if cfg.n_clusters is None else cfg.n_clusters
     if crs is not None and getattr(grid, "crs", None) is None:
         from dataclasses import replace
 
@@ -95,12 +97,10 @@ def discover_events(
     frame = catalog_frame(events, grid, aoi or "aoi")
     if crs is not None:
         frame = frame.set_crs(crs, allow_override=True)
-    vectors = events.descriptors(float(_setting(config, "from_weight", from_weight, 1.0)))
-    if by not in ("rarity", "magnitude", "mix"):
-        raise ParameterError(f"rank_by={by!r} must be 'rarity', 'magnitude' or 'mix'")
-    clusterer = ChangeClusterer(cast("ClusterMethod", method), n_clusters=k, random_state=random_state)
+    vectors = events.descriptors(cfg.from_weight)
+    clusterer = ChangeClusterer(method, n_clusters=k, random_state=random_state)
     if len(frame):
-        found = discover_changes(frame, vectors, clusterer=clusterer, by=cast("RankBy", by), weight=weight)
+        found = discover_changes(frame, vectors, clusterer=clusterer, by=by, weight=weight)
         frame = found.frame
         clusters_json: dict[str, Any] = found.to_json_dict()
     else:

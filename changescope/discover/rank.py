@@ -17,7 +17,7 @@ of the change vector) or a ``"mix"`` of their rank-normalised values. Ties break
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,10 +25,10 @@ from numpy.typing import NDArray
 
 from changescope.discover.index import IndexParams, knn_mean_distance
 from changescope.errors import ParameterError
+from changescope.types import RankBy
 
 __all__ = ["RankBy", "rank_events", "rank_normalize", "rarity", "size_rarity"]
 
-RankBy: TypeAlias = Literal["rarity", "magnitude", "mix"]
 RANK_BY: tuple[str, ...] = ("rarity", "magnitude", "mix")
 F64 = NDArray[np.float64]
 

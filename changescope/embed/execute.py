@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import torch
@@ -43,11 +43,9 @@ from changescope.encoders.registry import CHECKPOINT_PREFIX, get_meta
 from changescope.errors import ParameterError
 from changescope.grid import PatchGrid
 from changescope.series import band_infos, series_crs, series_transform, validate_series
-from changescope.types import PathLike
+from changescope.types import Device, PathLike
 
 __all__ = ["Device", "embed_series"]
-
-Device = Literal["auto", "cpu", "cuda"]
 
 
 def _jsonable(value: Any) -> Any:

@@ -23,7 +23,6 @@ Outputs: ``OUT/benchmark.csv``, ``benchmark.md`` (markdown table), ``benchmark.j
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ import pandas as pd
 from changescope.errors import ChangescopeError, ParameterError
 from changescope.evaluate.evaluate import Truth, evaluate_run, load_truth, score_metrics, write_curves
 from changescope.io.writers import atomic_path
+from changescope.patch_scores import PatchScores
 from changescope.truth import DEFAULT_MIN_FRACTION
 from changescope.types import PathLike
 
@@ -80,20 +80,6 @@ def _fill_metrics(row: dict[str, Any], metrics: Mapping[str, Any]) -> None:
     row["pixel_f1"] = metrics["pixel"]["f1"]
 
 
-def _baseline_frame(cube: np.ndarray, times: pd.DatetimeIndex, name: str) -> pd.DataFrame:
-    n_t, n_rows, n_cols = cube.shape
-    tt, rr, cc = np.meshgrid(np.arange(n_t), np.arange(n_rows), np.arange(n_cols), indexing="ij")
-    return pd.DataFrame(
-        {
-            "row": rr.ravel().astype(np.int32),
-            "col": cc.ravel().astype(np.int32),
-            "time": times[tt.ravel()],
-            "score": cube.ravel().astype(np.float32),
-            "method": name,
-        }
-    )
-
-
 def _run_encoder(
     input: PathLike,
     out: Path,
@@ -114,11 +100,9 @@ def _run_encoder(
         run_dir = out / name
         row = _row(name, "encoder", encoder, method, run_dir=str(run_dir))
         rows.append(row)
-        if store is not None and not (run_dir / "embeddings.zarr").exists():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(store, run_dir / "embeddings.zarr")
         try:
-            run_pipeline(input, run_dir, RunConfig(encoder=encoder, method=method, **config_kw), progress=progress)  # type: ignore[arg-type]
+            config = RunConfig(encoder=encoder, method=method, **config_kw)
+            run_pipeline(input, run_dir, config, progress=progress, embeddings=store)
             metrics = evaluate_run(run_dir, truth)
         except ChangescopeError as err:
             row["status"] = f"error: {type(err).__name__}: {err}"
@@ -127,7 +111,7 @@ def _run_encoder(
         timings = run.get("timings_s", {})
         if embed_s is None:
             embed_s = float(timings.get("embed", 0.0))
-            store = run_dir / "embeddings.zarr"
+            store = run_dir  # the next methods reuse this run's stores
         n_obs = int(run.get("n_dates", 0)) * int(run["grid"]["rows"]) * int(run["grid"]["cols"])
         row["runtime_s"] = round(float(sum(timings.values())), 3)
         row["embed_s"] = embed_s
@@ -154,11 +138,12 @@ def _run_baseline(
     if cube.shape[1:] != truth.grid.shape:
         row["status"] = f"error: baseline {name!r} returned shape {cube.shape!r}, expected (T, *{truth.grid.shape!r})"
         return row
-    frame = _baseline_frame(cube, pd.DatetimeIndex(ds["time"].values), name)
+    scores = PatchScores(
+        pd.DatetimeIndex(ds["time"].values), cube, size=truth.grid.size, stride=truth.grid.stride, method=name
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "patch_scores.parquet") as tmp:
-        frame.to_parquet(tmp, index=False)
-    metrics = score_metrics(frame, truth)
+    scores.write(run_dir / "patch_scores.parquet")
+    metrics = score_metrics(scores, truth)
     with atomic_path(run_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, default=str))
     row["runtime_s"] = round(elapsed, 3)

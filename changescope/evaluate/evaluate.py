@@ -56,11 +56,12 @@ from changescope.errors import GridMismatchError, ParameterError
 from changescope.evaluate.metrics import binary_metrics, fill_unscored, pixel_metrics
 from changescope.grid import PatchGrid
 from changescope.io.writers import atomic_path
-from changescope.run import load_run
+from changescope.patch_scores import PatchScores
+from changescope.rundir import RunDir
 from changescope.truth import DEFAULT_MIN_FRACTION, DEFAULT_MIN_LABELLED, mask_change, series_truth
 from changescope.types import PathLike
 
-__all__ = ["Truth", "evaluate_run", "load_truth", "open_run_series", "score_cube", "score_metrics", "write_curves"]
+__all__ = ["Truth", "evaluate_run", "load_truth", "open_run_series", "score_metrics", "write_curves"]
 
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -186,26 +187,6 @@ def load_truth(
     )
 
 
-def score_cube(scores: pd.DataFrame, shape: tuple[int, int]) -> tuple[pd.DatetimeIndex, NDArray[np.float64]]:
-    """Turn a ``patch_scores`` frame (``row, col, time, score``) into ``(times, cube (T, n_rows, n_cols))``.
-
-    Raises:
-        GridMismatchError: A row or column lies outside ``shape``.
-    """
-    times = pd.DatetimeIndex(sorted(pd.unique(pd.to_datetime(scores["time"]))))
-    rows = scores["row"].to_numpy(dtype=np.int64)
-    cols = scores["col"].to_numpy(dtype=np.int64)
-    if len(rows) and (rows.max() >= shape[0] or cols.max() >= shape[1] or min(rows.min(), cols.min()) < 0):
-        raise GridMismatchError(
-            f"patch scores reach patch ({int(rows.max())}, {int(cols.max())}) but the truth grid is {shape!r} "
-            "patches; evaluate with truth on the run's grid (same patch size, stride and scene)"
-        )
-    cube = np.full((len(times), *shape), np.nan)
-    t_idx = times.get_indexer(pd.DatetimeIndex(scores["time"]))
-    cube[t_idx, rows, cols] = scores["score"].to_numpy(dtype=np.float64)
-    return times, cube
-
-
 def _type_names(truth: Truth) -> NDArray[np.object_]:
     p = truth.patches
     frac = np.nan_to_num(np.asarray(p["fraction"].values), nan=-1.0)
@@ -223,14 +204,17 @@ def _type_names(truth: Truth) -> NDArray[np.object_]:
     return names
 
 
-def score_metrics(scores: pd.DataFrame, truth: Truth) -> dict[str, Any]:
-    """Every metric of a ``patch_scores``-like frame against a truth (see the module docstring for the rules).
+def score_metrics(scores: pd.DataFrame | PatchScores, truth: Truth) -> dict[str, Any]:
+    """Every metric of patch scores (a :class:`~changescope.patch_scores.PatchScores` or its table) against a truth.
+
+    See the module docstring for the rules.
 
     Returns:
         ``{"patch", "by_type", "by_date", "pixel"}`` as in ``metrics.json``.
     """
-    times, cube = score_cube(scores, truth.grid.shape)
-    smax = np.fmax.reduce(cube, axis=0) if len(times) else np.full(truth.grid.shape, np.nan)
+    ps = scores if isinstance(scores, PatchScores) else PatchScores.from_frame(scores, truth.grid.shape)
+    times, cube = ps.times, ps.score
+    smax = ps.max_over_time()
     p = truth.patches
     changed = np.asarray(p["changed"].values, dtype=bool)
     known = np.asarray(p["known"].values, dtype=bool)
@@ -303,16 +287,9 @@ def write_curves(path: Path, curves: Sequence[tuple[str, Sequence[float], Sequen
     return path
 
 
-def open_run_series(run: dict[str, Any]) -> xr.Dataset | None:
-    """Re-open a run's input series from ``run.json`` (its source, format and AOI); ``None`` when unavailable."""
-    import changescope
-
-    source = str(run.get("source", ""))
-    if not source or source == "<in-memory>" or not Path(source).exists():
-        return None
-    cfg = run.get("config", {})
-    kw: dict[str, Any] = {} if cfg.get("aoi") is None else {"aoi": cfg["aoi"]}
-    return changescope.open(source, format=cfg.get("format"), **kw)
+def open_run_series(run: dict[str, Any], run_dir: PathLike) -> xr.Dataset | None:
+    """Re-open a run's input series (:meth:`~changescope.rundir.RunDir.open_input`); ``None`` when it is gone."""
+    return RunDir(run_dir).open_input(run)
 
 
 def evaluate_run(
@@ -335,14 +312,15 @@ def evaluate_run(
     import changescope
 
     out = Path(run_dir)
-    run = load_run(out)
+    rd = RunDir(out)
+    run = rd.load()
     cfg = run.get("config", {})
     size = int(cfg.get("patch_size", 32))
     stride = cfg.get("stride")
     if isinstance(truth, Truth):
         tr = truth
     else:
-        series = open_run_series(run)
+        series = open_run_series(run, out)
         if series is None and truth is None:
             raise ParameterError(
                 f"the source of run {str(out)!r} ({run.get('source')!r}) cannot be re-opened; pass truth= "
@@ -356,8 +334,7 @@ def evaluate_run(
             f"run {str(out)!r} has a {run_shape!r} patch grid but the truth gives {tr.grid.shape!r}; pass truth of "
             "the same scene and pixel grid"
         )
-    scores = pd.read_parquet(out / "patch_scores.parquet", columns=["row", "col", "time", "score"])
-    metrics = score_metrics(scores, tr)
+    metrics = score_metrics(PatchScores.read(rd.patch_scores, tr.grid.shape), tr)
     metrics["params"] = {
         "run_dir": str(out),
         "truth": tr.source,

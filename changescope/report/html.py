@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from changescope.errors import ParameterError
 from changescope.io.writers import atomic_path
+from changescope.patch_scores import PatchScores
 from changescope.report.figures import curve_figure
 from changescope.report.images import bytes_uri, figure_uri
 from changescope.report.sections import (
@@ -27,10 +29,9 @@ from changescope.report.sections import (
     gallery_section,
     img_tag,
     overview_section,
-    score_cube,
     scores_section,
 )
-from changescope.run import load_run
+from changescope.rundir import RunDir
 from changescope.types import PathLike
 
 __all__ = ["SECTIONS", "build_report"]
@@ -150,14 +151,6 @@ def _parameters(info: Mapping[str, Any]) -> str:
     )
 
 
-def _open_series(info: Mapping[str, Any]) -> Any:
-    import changescope
-
-    cfg = info.get("config", {})
-    kw: dict[str, Any] = {} if cfg.get("aoi") is None else {"aoi": cfg["aoi"]}
-    return changescope.open(info["source"], format=cfg.get("format"), **kw)
-
-
 def build_report(run_dir: PathLike, *, top: int = 24, max_px: int = 256) -> Path:
     """Write ``RUN_DIR/report.html``, a self-contained HTML report of a finished run (see the module docstring).
 
@@ -172,20 +165,23 @@ def build_report(run_dir: PathLike, *, top: int = 24, max_px: int = 256) -> Path
     Raises:
         ParameterError: ``run_dir`` holds no finished run.
     """
-    import geopandas as gpd
-
     from changescope.discover.summary import read_clusters_json
     from changescope.grid import PatchGrid
 
     root = Path(run_dir)
-    info = load_run(root)
-    ds = _open_series(info)
+    rd = RunDir(root)
+    info = rd.load()
+    ds = rd.open_input(info)
+    if ds is None:
+        raise ParameterError(
+            f"the input of run {str(root)!r} ({info.get('source')!r}) is gone; the report shows its imagery, so "
+            "restore the input or rerun `changescope run`"
+        )
     g = info.get("grid", {})
     grid = PatchGrid.for_series(ds, int(g.get("size", info["config"]["patch_size"])), g.get("stride"))
     im = Imagery(ds, max_px=max_px)
-    scores = pd.read_parquet(root / "patch_scores.parquet", columns=["row", "col", "time", "score"])
-    cube = score_cube(scores, im.times, grid.shape)
-    events = pd.DataFrame(gpd.read_parquet(root / "changes.parquet").drop(columns="geometry"))
+    cube = PatchScores.read(rd.patch_scores, grid.shape, im.times).score
+    events = pd.DataFrame(rd.read_changes().drop(columns="geometry"))
     events["stride"] = grid.stride
     clusters = read_clusters_json(root / "clusters.json") if (root / "clusters.json").exists() else {}
     threshold = info.get("threshold")

@@ -121,15 +121,6 @@ def overview_section(im: Imagery) -> str:
     )
 
 
-def score_cube(scores: pd.DataFrame, times: pd.DatetimeIndex, shape: tuple[int, int]) -> NDArray[np.float64]:
-    """``(T, n_rows, n_cols)`` scores from ``patch_scores.parquet`` (NaN where missing)."""
-    cube = np.full((len(times), *shape), np.nan)
-    t = times.get_indexer(pd.DatetimeIndex(scores["time"]))
-    ok = t >= 0
-    cube[t[ok], scores["row"].to_numpy()[ok], scores["col"].to_numpy()[ok]] = scores["score"].to_numpy()[ok]
-    return cube
-
-
 def scores_section(im: Imagery, cube: NDArray[np.float64], grid: Any, threshold: float | None) -> str:
     """Score maps per date: patch scores painted to pixels, coloured and blended over the grey imagery."""
     from matplotlib import colormaps

@@ -25,7 +25,6 @@ What each type does to the labels inside its polygon (class ids as in
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import geopandas as gpd
 import numpy as np
@@ -45,10 +44,10 @@ from changescope.synthetic.landscape import (
     building_pattern,
     rotate_crops,
 )
+from changescope.types import EventType
 
 __all__ = ["EVENT_TYPES", "Event", "EventType", "Stage", "events_frame", "place_events", "state_at"]
 
-EventType = Literal["deforestation", "construction", "flooding", "drought", "farmland_to_builtup"]
 EVENT_TYPES: tuple[EventType, ...] = ("deforestation", "construction", "flooding", "drought", "farmland_to_builtup")
 """The semantic change types, in placement order."""
 

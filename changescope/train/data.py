@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,11 +21,10 @@ import xarray as xr
 from changescope.encoders.base import Normalization
 from changescope.errors import BandMismatchError, EmptySeriesError, ParameterError
 from changescope.series import BandInfo, band_infos, reflectance
+from changescope.types import SampleMode
 
 __all__ = ["SampleMode", "TemporalPatches", "Views"]
 
-SampleMode: TypeAlias = Literal["moco", "seco", "caco"]
-"""How :meth:`TemporalPatches.sample` picks the dates of the views."""
 
 _MODES: tuple[str, ...] = ("moco", "seco", "caco")
 _STATS_CHUNK = 64  # crops per step when computing band statistics

@@ -25,9 +25,17 @@ def _landscape(seed=0, side=20, t=10, d=6):
 @pytest.mark.parametrize("method", ["distance", "lof"])
 def test_peers_find_changes_that_seasons_hide(method):
     X, valid, times, pos, changed = _landscape()
-    peers = ChangeScorer(method, "first", k=3, context="peers", n_peers=40).fit(X, valid, times, pos).scores_
+    peers = (
+        ChangeScorer(method, "first", k=3, context="peers", n_peers=40, standardize=False)
+        .fit(X, valid, times, pos)
+        .scores_
+    )
     assert set(np.argsort(-peers[6])[:4]) == set(changed)
-    own = ChangeScorer("distance", "first", k=3, metric="euclidean").fit(X, valid, times).scores_
+    own = (
+        ChangeScorer("distance", "first", k=3, metric="euclidean", context="none", standardize=False)
+        .fit(X, valid, times)
+        .scores_
+    )
     assert set(np.argsort(-own[6])[:4]) != set(changed)  # the seasons swamp a patch's own history
 
 
@@ -60,7 +68,7 @@ def test_invalid_observations_and_bad_arguments():
     with pytest.raises(ParameterError, match="method="):
         peer_scores(X, valid, times, pos, method="x")
     with pytest.raises(ParameterError, match="context="):
-        ChangeScorer(context="x").fit(X, valid, times)
+        ChangeScorer(context="x", standardize=False).fit(X, valid, times)
 
 
 def _naive_peer_distance(X, valid, times, pos, n_peers, exclusion=2, k_nearest=3, reference="first", breaks=None):

@@ -19,7 +19,11 @@ def _series(seed=0):
 @pytest.mark.parametrize("reference", ["first", "rolling", "previous"])
 def test_persistence_keeps_real_changes_and_rejects_glitches(reference):
     X, valid, times = _series()
-    s = ChangeScorer("distance", reference, k=3, metric="euclidean").fit(X, valid, times).scores_
+    s = (
+        ChangeScorer("distance", reference, k=3, metric="euclidean", context="none", standardize=False)
+        .fit(X, valid, times)
+        .scores_
+    )
     ev = extract_events(X, valid, times, s, reference=reference, k=3, threshold=10.0, persistence=2)
     f = ev.frame
     confirmed = f[f.confirmed]
@@ -39,7 +43,11 @@ def test_persistence_keeps_real_changes_and_rejects_glitches(reference):
 
 def test_one_event_per_run_with_first_reference():
     X, valid, times = _series()
-    s = ChangeScorer("distance", "first", k=3, metric="euclidean").fit(X, valid, times).scores_
+    s = (
+        ChangeScorer("distance", "first", k=3, metric="euclidean", context="none", standardize=False)
+        .fit(X, valid, times)
+        .scores_
+    )
     ev = extract_events(X, valid, times, s, threshold=10.0, persistence=0)
     assert ev.frame[ev.frame.patch < 5].shape[0] == 5
 
@@ -62,7 +70,11 @@ def test_invalid_observations_do_not_confirm_or_create():
     X, valid, times = _series()
     valid[5, 0] = False
     X[5, 0] = -50  # garbage under a cloud right after the change
-    s = ChangeScorer("distance", "first", k=3, metric="euclidean").fit(X, valid, times).scores_
+    s = (
+        ChangeScorer("distance", "first", k=3, metric="euclidean", context="none", standardize=False)
+        .fit(X, valid, times)
+        .scores_
+    )
     ev = extract_events(X, valid, times, s, threshold=10.0, persistence=2)
     row = ev.frame[ev.frame.patch == 0].iloc[0]
     assert row.confirmed and row.t == 4 and row.n_after == 3

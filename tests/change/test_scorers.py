@@ -83,9 +83,13 @@ def test_change_scorer_finds_changes(method, reference):
     X, valid, times = _series()
     if method == "lof" and reference == "previous":
         with pytest.raises(ParameterError, match="at least 2 reference"):
-            ChangeScorer(method, reference).fit(X, valid, times)
+            ChangeScorer(method, reference, context="none", standardize=False).fit(X, valid, times)
         return
-    s = ChangeScorer(method, reference, k=3, metric="euclidean").fit(X, valid, times).scores_
+    s = (
+        ChangeScorer(method, reference, k=3, metric="euclidean", context="none", standardize=False)
+        .fit(X, valid, times)
+        .scores_
+    )
     top = np.argsort(-s[5])[:10]
     assert set(top) == set(range(10))
 
@@ -94,7 +98,9 @@ def test_series_lof_equals_naive_loop_per_patch():
     X, valid, times = _series(seed=2, t=7, n=30, d=4)
     rng = np.random.default_rng(9)
     valid &= rng.random(valid.shape) < 0.8
-    sc = ChangeScorer("lof", "rolling", k=4, n_neighbors=3, normalize=False, chunk=7).fit(X, valid, times)
+    sc = ChangeScorer(
+        "lof", "rolling", k=4, n_neighbors=3, normalize=False, chunk=7, context="none", standardize=False
+    ).fit(X, valid, times)
     ref, scored = reference_mask(valid, times, "rolling", k=4)
     for t in range(7):
         for n in range(30):
@@ -110,9 +116,11 @@ def test_invalid_observations_never_score_nor_reference():
     X, valid, times = _series()
     valid[6, 3] = False
     X[6, 3] = 1e6  # garbage under a cloud
-    sc = ChangeScorer("distance", "rolling", k=2).fit(X, valid, times)
+    sc = ChangeScorer("distance", "rolling", k=2, context="none", standardize=False).fit(X, valid, times)
     assert np.isnan(sc.scores_[6, 3])
-    clean = ChangeScorer("distance", "rolling", k=2).fit(np.where(valid[..., None], X, 0), valid, times)
+    clean = ChangeScorer("distance", "rolling", k=2, context="none", standardize=False).fit(
+        np.where(valid[..., None], X, 0), valid, times
+    )
     np.testing.assert_allclose(sc.raw_scores_[7], clean.raw_scores_[7])
 
 
@@ -129,10 +137,10 @@ def test_robust_zscore_cancels_a_global_shift():
 def test_bad_arguments():
     X, valid, times = _series()
     with pytest.raises(ParameterError, match="method='x'"):
-        ChangeScorer("x").fit(X, valid, times)
+        ChangeScorer("x", context="none", standardize=False).fit(X, valid, times)
     with pytest.raises(ParameterError, match="valid has shape"):
-        ChangeScorer().fit(X, valid[:, :5], times)
+        ChangeScorer(context="none", standardize=False).fit(X, valid[:, :5], times)
     with pytest.raises(ParameterError, match="times"):
-        ChangeScorer().fit(X, valid, times[:3])
+        ChangeScorer(context="none", standardize=False).fit(X, valid, times[:3])
     with pytest.raises(ParameterError, match="n_neighbors"):
         PatchLOF(0).fit(X[:2].transpose(1, 0, 2), valid[:2].T)

@@ -89,10 +89,10 @@ def test_scores_after_a_break_compare_with_the_new_state(context: str) -> None:
     X, valid = _two_step_series()
     breaks = np.zeros_like(valid)
     breaks[4, 0] = True
-    plain = ChangeScorer("distance", "first", 3, context=context, normalize=False, metric="euclidean").fit(
-        X, valid, TIMES
-    )
-    seg = ChangeScorer("distance", "first", 3, context=context, normalize=False, metric="euclidean")
+    plain = ChangeScorer(
+        "distance", "first", 3, context=context, normalize=False, metric="euclidean", standardize=False
+    ).fit(X, valid, TIMES)
+    seg = ChangeScorer("distance", "first", 3, context=context, normalize=False, metric="euclidean", standardize=False)
     seg.fit(X, valid, TIMES, breaks=breaks)
     others = np.nanmax(plain.raw_scores_[3:, 1:])
     assert plain.raw_scores_[7:9, 0].min() > 5 * others  # without the break: still "changed" long after

@@ -65,4 +65,4 @@ def test_run_cli_decision_options(tmp_path, capsys):
         main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "bad"), *common, "--false-alarms", "-1"])
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "false_alarms" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "--false-alarms" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

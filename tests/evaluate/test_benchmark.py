@@ -6,6 +6,7 @@ import pytest
 from changescope.errors import ParameterError
 from changescope.evaluate import benchmark
 from changescope.evaluate.benchmark import COLUMNS, available_baselines
+from changescope.rundir import RunDir
 from changescope.synthetic import make_aoi
 from changescope.testing import shared_sample
 
@@ -39,7 +40,9 @@ def test_benchmark_missing_weights_row_and_reused_embeddings(aoi, tmp_path):
     spectral = df[df.encoder == "spectral"]
     assert (spectral.status == "ok").all() and spectral.auc.between(0, 1).all()
     # the lof run resumed the distance run's embeddings: same embedding time recorded, files present
-    assert spectral.embed_s.nunique() == 1 and (out / "spectral_lof" / "embeddings.zarr").is_dir()
+    assert spectral.embed_s.nunique() == 1 and not (out / "spectral_lof" / "embeddings.zarr").exists()
+    reused = RunDir(out / "spectral_lof").embeddings_store()
+    assert reused == out / "spectral_distance" / "embeddings.zarr" and reused.is_dir()
     for name in ("spectral_distance", "spectral_lof"):
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert df.set_index("name").loc[name, "auc"] == pytest.approx(metrics["patch"]["auc"])

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from changescope.config import DiscoverConfig, EmbedConfig, ScoreConfig
-from changescope.errors import ParameterError
+from changescope.errors import ChangescopeError, ParameterError
 from changescope.io.writers import atomic_path, write_geotiff
 from changescope.patch_scores import PatchScores, write_parquet
 from changescope.rundir import RunDir
@@ -140,7 +140,14 @@ def embed_stage(
     reused = _reused_store(embeddings, "embeddings.zarr") if embeddings is not None else None
     if embeddings is not None and reused is None:
         raise ParameterError(f"embeddings={str(embeddings)!r} is neither an embeddings store nor a run folder")
-    emb = open_embeddings(reused) if reused is not None else open_embeddings(_embed(ds, cfg, kw, fresh))
+    try:
+        emb = open_embeddings(reused) if reused is not None else open_embeddings(_embed(ds, cfg, kw, fresh))
+    except ChangescopeError as err:
+        if rd.embeddings.exists() and reused is None and "rerun" not in str(err):
+            raise type(err)(
+                f"{err}; the finished part is kept: fix this and rerun the same command to resume"
+            ) from None
+        raise
     if reused is not None:
         _check_reused(emb, ds, grid, reused)
     fine = None
@@ -225,6 +232,35 @@ def read_events(rd: RunDir) -> Events:
     return Events(frame, both[0], both[1], float("nan") if threshold is None else float(threshold), decision)
 
 
+MIN_PEER_PATCHES = 8
+"""Fewest patches with a clear observation for ``--context peers`` (a patch needs others to compare with)."""
+
+
+def _check_scorable(emb: xr.Dataset, grid: PatchGrid, cfg: ScoreConfig) -> None:
+    """Say what is really wrong before scoring a series that cannot be scored."""
+    from changescope.change.store import store_min_valid
+
+    n_dates = emb.sizes["time"]
+    if n_dates < 2:
+        raise ParameterError(f"the series has {n_dates} date(s); change detection needs at least 2 dates")
+    vf = np.asarray(emb["valid_fraction"].values, dtype=np.float64)
+    min_valid = store_min_valid(emb)
+    clear = np.nan_to_num(vf, nan=0.0) >= max(min_valid, 1e-9)
+    if not clear.any():
+        raise ParameterError(
+            f"no patch of any date is clear enough to score (--min-valid {min_valid:g}): the series is all nodata or "
+            "cloud; check its nodata value and masks, or lower --min-valid"
+        )
+    if clear.any(axis=(1, 2)).sum() < 2:
+        raise ParameterError("only one date has clear patches; change detection needs at least 2 clear dates")
+    n_clear = int(clear.any(axis=0).sum())
+    if cfg.context == "peers" and n_clear < MIN_PEER_PATCHES:
+        raise ParameterError(
+            f"only {n_clear} patch(es) of {grid.size} px are clear ({grid.n_rows}x{grid.n_cols} grid); peer scoring "
+            f"needs at least {MIN_PEER_PATCHES}: pass a smaller --patch-size or --context none"
+        )
+
+
 def score_stage(rd: RunDir, embedded: Embedded, cfg: ScoreConfig) -> Scored:
     """Score the stores, write the scores, maps and events, and return the events (see the module docstring)."""
     from changescope.change.store import score_events
@@ -239,6 +275,7 @@ def score_stage(rd: RunDir, embedded: Embedded, cfg: ScoreConfig) -> Scored:
             f"--method lof needs reference dates to compare with, but the series has {n_dates} date(s); use "
             "--method distance for two-date pairs such as OSCD"
         )
+    _check_scorable(emb, grid, cfg)
     persistence = min(cfg.persistence, max(0, n_dates - 2))
     # a two-date pair has one scored date: nothing can confirm it, so it is tested on its own (not left pending)
     used = dataclasses.replace(cfg, confirm=min(cfg.confirm, max(0, n_dates - 2)))

@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        returned = app(args=args, standalone_mode=False)
+        if returned == 130:  # typer returns Ctrl-C as 130 outside standalone mode
+            _interrupted()
+        if isinstance(returned, int) and returned:
+            sys.exit(returned)
     except ChangescopeError as err:
         if _state["debug"]:
             raise

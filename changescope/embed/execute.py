@@ -165,6 +165,7 @@ def embed_series(
     scheduler: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    before_flag: Callable[[int], None] | None = None,
 ) -> Path:
     """Embed every patch of every date of a series into a Zarr store (see :mod:`changescope.embed.store`).
 
@@ -192,6 +193,8 @@ def embed_series(
         scheduler: Address of an existing dask.distributed scheduler to run on.
         overwrite: Replace an existing store made with other parameters.
         progress: Show a progress bar (on stderr).
+        before_flag: Called with the number of tasks finished, between each task's chunks and its completion flag
+            (:mod:`changescope.embed.pipeline`; tests kill the process there).
 
     Returns:
         The store path.
@@ -275,7 +278,7 @@ def embed_series(
         return (r1 - r0) * (c1 - c0)
 
     total = sum(patches(br, bc) for _, br, bc in todo)
-    plan = TaskPlan(str(path), layout, spec, meta.normalization, float(min_valid), batch_size)
+    plan = TaskPlan(str(path), layout, spec, meta.normalization, float(min_valid), batch_size, before_flag)
     # named, so dask never hashes (pickles) an in-memory series to make its key
     source = delayed(SeriesSource(ds, band_idx), name=f"embed-source-{uuid.uuid4().hex}", traverse=False)
     run = delayed(run_task, pure=False)

@@ -4,15 +4,14 @@ Everything here runs where the task runs (the calling process, or a dask worker)
 descriptions (:class:`EncoderSpec`, :class:`TaskPlan`, :class:`SeriesSource`) and each process builds its encoder
 once (:func:`get_encoder`).
 
-Testing hook: when the environment variable ``CHANGESCOPE_EMBED_FAIL_AFTER=N`` is set, the process exits abruptly
-(``os._exit(75)``, no cleanup) in the task after its ``N``-th: after writing that task's data chunks but before its
-completion flag, which is exactly what a kill at the worst moment leaves behind. Tests use it to check resuming.
+``TaskPlan.before_flag``, when set, is called with the number of tasks this process has finished, after a task's
+data chunks are written and before its completion flag: the worst moment for a kill. The resume tests pass a
+callback that kills the process there (``embed_series(..., before_flag=...)``).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from changescope.errors import ParameterError
 from changescope.series import reflectance
 
 __all__ = [
-    "FAIL_AFTER_ENV",
     "GDAL_CACHE_BYTES",
     "EncoderSpec",
     "SeriesSource",
@@ -47,8 +45,6 @@ __all__ = [
     "run_task",
 ]
 
-FAIL_AFTER_ENV = "CHANGESCOPE_EMBED_FAIL_AFTER"
-"""Testing hook: exit abruptly between a task's chunks and its flag after this many tasks in the process."""
 
 GDAL_CACHE_BYTES = 128 * 2**20
 """GDAL block cache while a task reads its block. GDAL's default (5 % of the machine's RAM) grows every process by
@@ -161,6 +157,8 @@ class TaskPlan:
         normalization: Input normalisation of the encoder.
         min_valid: Patches with a smaller valid fraction (or none valid) get NaN embeddings.
         batch_size: Tiles per encoder forward pass.
+        before_flag: Called with the tasks finished so far between a task's chunks and its flag (module
+            docstring); must be picklable to run on dask workers.
     """
 
     store: str
@@ -169,6 +167,7 @@ class TaskPlan:
     normalization: Normalization
     min_valid: float
     batch_size: int
+    before_flag: Callable[[int], None] | None = None
 
 
 def embed_block(
@@ -248,15 +247,11 @@ def embed_block(
     return emb, vf
 
 
-def _exit_hook() -> Callable[[], None] | None:
-    limit = os.environ.get(FAIL_AFTER_ENV)
-    if limit is None or _TASKS_DONE[0] < int(limit):
+def _hook(plan: TaskPlan) -> Callable[[], None] | None:
+    if plan.before_flag is None:
         return None
-
-    def die() -> None:
-        os._exit(75)
-
-    return die
+    callback, done = plan.before_flag, _TASKS_DONE[0]
+    return lambda: callback(done)
 
 
 def run_task(plan: TaskPlan, source: SeriesSource, t: int, br: int, bc: int) -> int:
@@ -283,6 +278,6 @@ def run_task(plan: TaskPlan, source: SeriesSource, t: int, br: int, bc: int) -> 
         min_valid=plan.min_valid,
         batch_size=plan.batch_size,
     )
-    write_block(plan.store, t, br, bc, layout=layout, embedding=emb, valid_fraction=vf, before_flag=_exit_hook())
+    write_block(plan.store, t, br, bc, layout=layout, embedding=emb, valid_fraction=vf, before_flag=_hook(plan))
     _TASKS_DONE[0] += 1
     return (r1 - r0) * (c1 - c0)

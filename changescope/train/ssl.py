@@ -16,15 +16,14 @@ Per step, for a batch of locations and the views :meth:`~changescope.train.data.
 forward). Every epoch's randomness comes from a generator seeded by ``(seed, epoch)``, so a resumed run gives the
 same checkpoints as an uninterrupted one.
 
-Testing hook: with ``CHANGESCOPE_TRAIN_FAIL_AFTER=N`` in the environment, training raises :class:`RuntimeError`
-right after epoch ``N`` is saved, as a crash at that point would leave things.
+``train_ssl(..., on_epoch=f)`` calls ``f(epoch)`` right after each epoch is saved (progress reporting; a callback that
+raises there stops the run as a crash at that point would, which the resume tests use).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,7 +45,6 @@ from changescope.train.gating import ChangeTracker
 from changescope.train.moco import MoCo
 
 __all__ = [
-    "FAIL_AFTER_ENV",
     "RESUMABLE_FIELDS",
     "TrainResult",
     "epoch_generator",
@@ -55,8 +53,6 @@ __all__ = [
     "training_patches",
 ]
 
-FAIL_AFTER_ENV = "CHANGESCOPE_TRAIN_FAIL_AFTER"
-"""Testing hook: raise right after this epoch is saved."""
 RESUMABLE_FIELDS = frozenset({"optim.epochs", "out", "device", "threads"})
 """Configuration fields that may differ from the run's when resuming (they do not change what is computed)."""
 
@@ -351,7 +347,13 @@ def _save_epoch(
     st.write_config(cfg.model_dump(mode="json"), out / "config.yaml")
 
 
-def train_ssl(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def train_ssl(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[int], None] | None = None,
+) -> TrainResult:
     """Train an encoder self-supervised on the configured series (MoCo v2, SeCo or CACo).
 
     Writes, after every epoch, a training state, the encoder, the history, the configuration and (CACo) a
@@ -363,6 +365,7 @@ def train_ssl(config: TrainConfig, *, resume: bool = False, progress: bool = Tru
         resume: Continue from the newest training state in ``config.out`` (a fresh start when there is none).
             The configuration must equal the run's except ``optim.epochs``, ``out``, ``device`` and ``threads``.
         progress: Show a progress bar with the loss and the changed fraction.
+        on_epoch: Called with the epoch number after each epoch is saved.
 
     Returns:
         The run folder, the final encoder and the history.
@@ -400,18 +403,22 @@ def train_ssl(config: TrainConfig, *, resume: bool = False, progress: bool = Tru
         if state is not None:
             trainer.load(state)
             history = [dict(h) for h in state["history"]]
-        _train_epochs(trainer, out, history, _series_gsd(series[0]), progress)
+        _train_epochs(trainer, out, history, _series_gsd(series[0]), progress, on_epoch)
     final = st.copy_atomic(st.encoder_path(out, len(history)), out / "encoder.safetensors")
     return TrainResult(out=out, encoder=final, epochs=len(history), history=history)
 
 
 def _train_epochs(
-    trainer: _Trainer, out: Path, history: list[dict[str, Any]], gsd: float | None, progress: bool
+    trainer: _Trainer,
+    out: Path,
+    history: list[dict[str, Any]],
+    gsd: float | None,
+    progress: bool,
+    on_epoch: Callable[[int], None] | None,
 ) -> None:
     cfg = trainer.config
     epochs, start = cfg.optim.epochs, len(history) + 1
     steps = trainer.patches.n_locations // cfg.optim.batch_size
-    fail_after = os.environ.get(FAIL_AFTER_ENV)
     with _progress(progress) as bar:
         task = bar.add_task("", total=(epochs - start + 1) * steps)
         for e in range(start, epochs + 1):
@@ -427,5 +434,5 @@ def _train_epochs(
             record = trainer.epoch(e, on_step)
             history.append(record)
             _save_epoch(trainer, out, record, history, gsd)
-            if fail_after is not None and e == int(fail_after):
-                raise RuntimeError(f"{FAIL_AFTER_ENV}={fail_after}: stopping after epoch {e} (testing hook)")
+            if on_epoch is not None:
+                on_epoch(e)

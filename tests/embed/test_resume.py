@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ from embed_helpers import assert_same_store, load_store
 import changescope
 import changescope.embed.execute as execute
 from changescope.embed import IncompleteStoreError, embed_series, open_embeddings
-from changescope.embed.pipeline import FAIL_AFTER_ENV
 from changescope.embed.store import done_flags
 from changescope.testing import write_dated_folder
 
@@ -51,15 +49,24 @@ def test_failed_run_resumes_to_the_identical_store(
     assert_same_store(out, reference)
 
 
-def _run_cli(series: Path, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    code = (
-        "import changescope.testing.encoders; from changescope.cli.app import main; "
+def _run_cli(series: Path, out: Path, kill_after: int | None) -> subprocess.CompletedProcess[str]:
+    """``changescope embed`` in a subprocess; with ``kill_after`` the process dies between a task's chunks and its
+    flag, after that many tasks (through the ``before_flag`` callback, as a kill at the worst moment would)."""
+    hook = ""
+    if kill_after is not None:
+        hook = (
+            "import os, functools, changescope.embed.execute as ex\n"
+            "def die(done):\n"
+            f"    if done >= {kill_after}: os._exit(75)\n"
+            "ex.embed_series = functools.partial(ex.embed_series, before_flag=die)\n"
+            "import changescope.embed; changescope.embed.embed_series = ex.embed_series\n"
+        )
+    code = hook + (
+        "import changescope.testing.encoders; from changescope.cli.app import main\n"
         f"main(['embed', {str(series)!r}, '--encoder', 'test_conv', '--patch-size', '8', '--stride', '4', "
         f"'--block', '32', '--out', {str(out)!r}, '--quiet'])"
     )
-    return subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
 def test_killed_cli_run_resumes_and_recomputes_half_written_chunks(cloudy_series: xr.Dataset, tmp_path: Path) -> None:
@@ -67,7 +74,7 @@ def test_killed_cli_run_resumes_and_recomputes_half_written_chunks(cloudy_series
     series = changescope.open(folder)
     reference = embed_series(series, "test_conv", out=tmp_path / "ref.zarr", **ARGS)  # type: ignore[arg-type]
     out = tmp_path / "e.zarr"
-    killed = _run_cli(folder, out, {FAIL_AFTER_ENV: "3"})
+    killed = _run_cli(folder, out, 3)
     assert killed.returncode == 75, killed.stderr
     flags = done_flags(out)
     assert int(flags.sum()) == 3
@@ -81,7 +88,7 @@ def test_killed_cli_run_resumes_and_recomputes_half_written_chunks(cloudy_series
     orphans[0].write_bytes(orphans[0].read_bytes()[:20])
     partial = load_store(out, allow_incomplete=True)
     assert np.isnan(partial["embedding"][~partial["complete"]]).all()
-    resumed = _run_cli(folder, out, {})
+    resumed = _run_cli(folder, out, None)
     assert resumed.returncode == 0, resumed.stderr
     assert done_flags(out).all()
     assert_same_store(out, reference)

@@ -19,7 +19,7 @@ from changescope.testing import make_test_series, write_dated_folder
 from changescope.train.config import TrainConfig, config_from_dict, load_config
 from changescope.train.data import TemporalPatches
 from changescope.train.moco import MoCo
-from changescope.train.ssl import FAIL_AFTER_ENV, TrainResult, open_inputs, train_ssl
+from changescope.train.ssl import TrainResult, open_inputs, train_ssl
 from changescope.train.state import list_states, load_state
 
 SIZE, STRIDE = 32, 16
@@ -65,10 +65,13 @@ def test_crashed_then_resumed_run_gives_the_same_final_checkpoint(
     caco_run: TrainResult, inputs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = make_config(inputs, tmp_path / "run")
-    monkeypatch.setenv(FAIL_AFTER_ENV, "1")
+
+    def crash(epoch: int) -> None:
+        if epoch == 1:
+            raise RuntimeError("crash after epoch 1")
+
     with pytest.raises(RuntimeError, match="after epoch 1"):
-        train_ssl(config, progress=False)
-    monkeypatch.delenv(FAIL_AFTER_ENV)
+        train_ssl(config, progress=False, on_epoch=crash)
     assert [e for e, _ in list_states(config.out)] == [1]
     assert not (tmp_path / "run" / "encoder.safetensors").exists()
     with pytest.raises(ParameterError, match="--resume"):

@@ -209,6 +209,8 @@ class RunConfig:
         discover: The discovery stage.
         format: Input format override (``changescope.open(format=...)``).
         aoi: AOI id for multi-AOI inputs (DynamicEarthNet roots).
+        open_options: Other reader options for ``changescope.open`` (``reproject``, ``align``, ``date``, ``city``,
+            ``drop_incomplete``: the ``--reproject`` ... flags).
         extra: Free-form notes recorded with the run.
     """
 
@@ -217,6 +219,7 @@ class RunConfig:
     discover: DiscoverConfig
     format: str | None
     aoi: str | None
+    open_options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __init__(
@@ -227,6 +230,7 @@ class RunConfig:
         *,
         format: str | None = None,
         aoi: str | None = None,
+        open_options: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
@@ -245,6 +249,7 @@ class RunConfig:
         object.__setattr__(self, "discover", stages["discover"])
         object.__setattr__(self, "format", format)
         object.__setattr__(self, "aoi", aoi)
+        object.__setattr__(self, "open_options", dict(open_options or {}))
         object.__setattr__(self, "extra", dict(extra or {}))
 
     def __getattr__(self, name: str) -> Any:
@@ -262,8 +267,8 @@ class RunConfig:
     def replace(self, **options: Any) -> RunConfig:
         """A copy with some options changed (flat names or ``embed=``/``score=``/``discover=``/``format=``/``aoi=``)."""
         kw: dict[str, Any] = {"embed": self.embed, "score": self.score, "discover": self.discover}
-        kw.update(format=self.format, aoi=self.aoi, extra=self.extra)
-        for name in ("embed", "score", "discover", "format", "aoi", "extra"):
+        kw.update(format=self.format, aoi=self.aoi, open_options=self.open_options, extra=self.extra)
+        for name in ("embed", "score", "discover", "format", "aoi", "open_options", "extra"):
             if name in options:
                 kw[name] = options.pop(name)
         return RunConfig(**kw, **options)
@@ -276,6 +281,7 @@ class RunConfig:
             "discover": dataclasses.asdict(self.discover),
             "format": self.format,
             "aoi": self.aoi,
+            "open_options": self.open_options,
             "extra": self.extra,
         }
 
@@ -284,7 +290,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for stage in STAGES:
             out.update(dataclasses.asdict(getattr(self, stage)))
-        out.update(format=self.format, aoi=self.aoi)
+        out.update(format=self.format, aoi=self.aoi, open_options=self.open_options)
         return out
 
     @classmethod
@@ -297,7 +303,14 @@ class RunConfig:
                 DiscoverConfig(**data["discover"]),
                 format=data.get("format"),
                 aoi=data.get("aoi"),
+                open_options=data.get("open_options") or {},
                 extra=data.get("extra") or {},
             )
         flat = {k: v for k, v in data.items() if k in _OWNER}
-        return cls(format=data.get("format"), aoi=data.get("aoi"), extra=data.get("extra") or {}, **flat)
+        return cls(
+            format=data.get("format"),
+            aoi=data.get("aoi"),
+            open_options=data.get("open_options") or {},
+            extra=data.get("extra") or {},
+            **flat,
+        )

@@ -109,9 +109,9 @@ def _open(input: PathLike | xr.Dataset, rd: RunDir, cfg: RunConfig) -> tuple[xr.
         if not source or not Path(source).exists():
             source = rd.keep_input(input)
         return input, source, fingerprint
-    kw: dict[str, Any] = {} if cfg.aoi is None else {"aoi": cfg.aoi}
+    kw: dict[str, Any] = {**cfg.open_options, **({} if cfg.aoi is None else {"aoi": cfg.aoi})}
     ds = changescope.open(input, format=cfg.format, **kw)
-    fingerprint = digest({"input": input_fingerprint(input), "format": cfg.format, "aoi": cfg.aoi})
+    fingerprint = digest({"input": input_fingerprint(input), "format": cfg.format, "options": kw})
     return ds, str(input), fingerprint
 
 
@@ -128,6 +128,7 @@ def _finish(
         "source": source.get("source"),
         "aoi": source.get("aoi"),
         "config": cfg.flat(),
+        "open_options": cfg.open_options,
         "stages_config": cfg.to_json(),
         "stages": manifest.get("stages", {}),
         **info,

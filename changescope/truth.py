@@ -19,11 +19,19 @@ marks the month a change appears) or with the first date (``reference="first"``,
 From a change mask (OSCD: stored 1 = no change, 2 = change; exposed by the reader as ``change`` with 1 = change,
 0 = no change, -1 = unknown): ``fraction`` = changed pixels / known pixels, and the same ``min_fraction`` and
 ``min_labelled`` rules apply.
+
+Truth given as a separate raster must lie on the series' pixel grid (:func:`truth_on_series_grid`,
+:func:`change_mask_on_grid`). A raster without georeference (the OSCD masks) needs the series' shape. A
+georeferenced one in another CRS or on another grid is reprojected onto the series' grid (nearest neighbour, with a
+warning; its pixels outside the truth's footprint are unknown) when their extents overlap, and refused when they do
+not: it is never read as if it were on the series' grid.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,17 +39,20 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 
-from changescope.errors import GridMismatchError, ParameterError
+from changescope.errors import CRSMismatchError, GridMismatchError, ParameterError
 from changescope.grid import PatchGrid
+from changescope.types import PathLike
 
 __all__ = [
     "DEFAULT_MIN_FRACTION",
     "DEFAULT_MIN_LABELLED",
     "PatchChange",
+    "change_mask_on_grid",
     "mask_change",
     "patch_change",
     "patch_change_series",
     "series_truth",
+    "truth_on_series_grid",
 ]
 
 DEFAULT_MIN_FRACTION = 0.05
@@ -223,3 +234,105 @@ def series_truth(
     raise ParameterError(
         "the series has no 'labels' or 'change' variable; give truth as land-cover labels or a change mask"
     )
+
+
+def truth_on_series_grid(
+    truth: xr.DataArray, series: xr.Dataset, *, source: str, nodata: int = -1
+) -> NDArray[np.int64]:
+    """Put an integer truth raster ``(y, x)`` or ``(time, y, x)`` on the pixel grid of ``series``.
+
+    Args:
+        truth: Class ids or change codes with its own CRS and transform (rioxarray), or none (then it must have the
+            series' shape and is taken to be on its grid).
+        series: The scored series; its grid is the reference.
+        source: The truth's file, named in messages.
+        nodata: Value of unknown pixels, written where the truth does not cover the series.
+
+    Returns:
+        The truth values on the series' grid.
+
+    Raises:
+        GridMismatchError: The truth has no georeference and another shape, or another grid that does not overlap.
+        CRSMismatchError: The truth is in another CRS and its extent does not overlap the series'.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject, transform_bounds
+
+    from changescope.io.raster import grid_bounds
+    from changescope.series import series_crs, series_transform
+
+    values = np.asarray(truth.values).astype(np.int64)
+    shape = (int(series.sizes["y"]), int(series.sizes["x"]))
+    crs, dst_crs = truth.rio.crs, series_crs(series)
+    if crs is None:
+        if values.shape[-2:] != shape:
+            raise GridMismatchError(
+                f"truth {source!r} has shape {values.shape[-2:]!r} and no georeference, but the series is {shape!r} "
+                "px; pass the truth of the same scene on the same grid"
+            )
+        return values
+    src_tf, dst_tf = truth.rio.transform(), series_transform(series)
+    tol = 1e-6 * max(1.0, abs(dst_tf.a))
+    same = crs == dst_crs and values.shape[-2:] == shape
+    if same and np.allclose(tuple(src_tf)[:6], tuple(dst_tf)[:6], rtol=0, atol=tol):
+        return values
+    have = transform_bounds(crs, dst_crs, *grid_bounds(src_tf, *values.shape[-2:]))
+    want = grid_bounds(dst_tf, *shape)
+    if have[0] >= want[2] or have[2] <= want[0] or have[1] >= want[3] or have[3] <= want[1]:
+        error = CRSMismatchError if crs != dst_crs else GridMismatchError
+        raise error(
+            f"truth {source!r} ({crs}) covers {tuple(round(v, 3) for v in have)!r} but the series ({dst_crs}) covers "
+            f"{tuple(round(v, 3) for v in want)!r}: they do not overlap; pass the truth of the same scene"
+        )
+    what = f"is in {crs} but the series is in {dst_crs}" if crs != dst_crs else "is on another grid than the series"
+    warnings.warn(
+        f"truth {source!r} {what}; reprojected onto the series grid (nearest neighbour), pixels it does not cover "
+        "count as unknown",
+        UserWarning,
+        stacklevel=2,
+    )
+    planes = values.reshape(-1, *values.shape[-2:]).astype(np.int32)
+    out = np.full((len(planes), *shape), nodata, dtype=np.int32)
+    for src, dst in zip(planes, out, strict=True):
+        reproject(
+            src,
+            dst,
+            src_transform=src_tf,
+            src_crs=crs,
+            src_nodata=nodata,
+            dst_transform=dst_tf,
+            dst_crs=dst_crs,
+            dst_nodata=nodata,
+            resampling=Resampling.nearest,
+        )
+    return out.reshape(*values.shape[:-2], *shape).astype(np.int64)
+
+
+def change_mask_on_grid(path: PathLike, series: xr.Dataset) -> NDArray[np.int8]:
+    """Read a change-mask raster (stored 1/2, 0/1 or 0/255) on the pixel grid of ``series``.
+
+    Returns:
+        ``1 = change, 0 = no change, -1 = unknown`` on the series' grid (see :func:`truth_on_series_grid`).
+
+    Raises:
+        NoImagesFoundError: The file does not exist.
+        CorruptFileError: It is not a readable raster or holds values of no known encoding.
+        GridMismatchError: It is not on the series' grid and cannot be put on it.
+        CRSMismatchError: It is in another CRS and does not overlap the series.
+    """
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from changescope.io.oscd import decode_change_mask
+    from changescope.io.raster import open_raster, read_array
+
+    file = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with open_raster(file) as src:
+            crs, transform = src.crs, src.transform
+        raw = read_array(file, band=1)
+    change, _ = decode_change_mask(raw, str(file))
+    arr = xr.DataArray(change, dims=("y", "x"))
+    if crs is not None:
+        arr = arr.rio.write_crs(crs).rio.write_transform(transform)
+    return truth_on_series_grid(arr, series, source=str(file)).astype(np.int8)

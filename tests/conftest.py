@@ -22,6 +22,12 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def shared_data_or_none() -> Path | None:
+    """Root of the real sample data, or ``None`` when it is absent (for tests that run partly without it)."""
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
 @pytest.fixture
 def tiny_series() -> xr.Dataset:
     """A 4-date, 4-band, 64x64 seeded series."""

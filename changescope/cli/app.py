@@ -50,6 +50,16 @@ for _module in (synth, inspect, embed, run, demo, search, evaluate, report, trai
     _module.register(app)
 
 
+def _usage_error(err: Exception, code: int) -> None:
+    """A command-line mistake as one line, with where to look (click prints a usage block instead)."""
+    fmt = getattr(err, "format_message", None)
+    message = str(fmt() if callable(fmt) else err).replace("Value error, ", "").strip().rstrip(".")
+    ctx = getattr(err, "ctx", None)
+    where = getattr(ctx, "command_path", None) or "changescope"
+    err_console.print(f"[bold red]error:[/] {message}; see {where} --help", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def _interrupted() -> None:
     err_console.print("interrupted; rerun the same command to resume", highlight=False)
     sys.exit(130)
@@ -81,6 +91,5 @@ def main(argv: list[str] | None = None) -> None:
         # (``show()`` and ``exit_code``) rather than one class.
         show, code = getattr(err, "show", None), getattr(err, "exit_code", None)
         if callable(show) and isinstance(code, int):
-            show()
-            sys.exit(code)
+            _usage_error(err, code)
         raise

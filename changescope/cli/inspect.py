@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from changescope.cli.options import Align, City, DateOpt, DropIncomplete, Reproject, open_options
 from changescope.errors import ChangescopeError, ParameterError
 from changescope.types import ShiftReference
 
@@ -100,6 +101,11 @@ def inspect_series(
         typer.Option("--fix-shift", metavar="OUT_DIR", help="Write a co-registered copy as dated GeoTIFFs here."),
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the report as JSON.")] = None,
+    reproject: Reproject = False,
+    align: Align = False,
+    date: DateOpt = None,
+    city: City = None,
+    drop_incomplete: DropIncomplete = False,
 ) -> None:
     """Summarise a series and check each date: valid pixels, shift against a reference date, radiometry.
 
@@ -119,7 +125,10 @@ def inspect_series(
         console.width = max(console.width, 120)
     if aoi is None and _list_aois(console, path, reader_format):
         return
-    ds = changescope.open(path, format=reader_format, **({"aoi": aoi} if aoi is not None else {}))
+    options = open_options(
+        reproject=reproject, align=align, date=date, city=city, drop_incomplete=drop_incomplete, aoi=aoi
+    )
+    ds = changescope.open(path, format=reader_format, **options)
     console.print(_summary(ds, path))
     report = check_series(ds, reference=reference, max_shift=max_shift, band=band)
     console.print(_quality_table(report, [str(b) for b in ds["band"].values]))

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from changescope.cli import stage_options as so
-from changescope.cli.options import OutDir, Quiet, Seed
+from changescope.cli.options import Align, City, DateOpt, DropIncomplete, OutDir, Quiet, Reproject, Seed, open_options
 
 __all__ = ["changes_table", "discover", "register", "run", "score"]
 
@@ -100,6 +100,11 @@ def run(
     rank_weight: so.RankWeight = so.DISCOVER.rank_weight,
     format: Annotated[str | None, typer.Option("--format", help="Input format (auto-detected).")] = None,
     aoi: Annotated[str | None, typer.Option("--aoi", help="AOI id of a multi-AOI dataset root.")] = None,
+    reproject: Reproject = False,
+    align: Align = False,
+    date: DateOpt = None,
+    city: City = None,
+    drop_incomplete: DropIncomplete = False,
     embeddings: Annotated[
         Path | None, typer.Option("--embeddings", help="Reuse the embeddings of this store or run folder.")
     ] = None,
@@ -150,6 +155,9 @@ def run(
         ),
         format=format,
         aoi=aoi,
+        open_options=open_options(
+            reproject=reproject, align=align, date=date, city=city, drop_incomplete=drop_incomplete
+        ),
     )
     result = run_pipeline(input, out, config, progress=not quiet, embeddings=embeddings)
     _show(result, quiet, not no_report)

@@ -58,7 +58,14 @@ from changescope.grid import PatchGrid
 from changescope.io.writers import atomic_path
 from changescope.patch_scores import PatchScores
 from changescope.rundir import RunDir
-from changescope.truth import DEFAULT_MIN_FRACTION, DEFAULT_MIN_LABELLED, mask_change, series_truth
+from changescope.truth import (
+    DEFAULT_MIN_FRACTION,
+    DEFAULT_MIN_LABELLED,
+    change_mask_on_grid,
+    mask_change,
+    series_truth,
+    truth_on_series_grid,
+)
 from changescope.types import PathLike
 
 __all__ = ["Truth", "evaluate_run", "load_truth", "open_run_series", "score_metrics", "write_curves"]
@@ -161,30 +168,42 @@ def load_truth(
         return _series_truth(series, PatchGrid.for_series(series, patch_size, stride), min_fraction, "run series")
     path = Path(truth)
     if path.is_file() and path.suffix.lower() in MASK_SUFFIXES:
-        from changescope.io.oscd import read_oscd_change_mask
-
-        mask = read_oscd_change_mask(path)
-        if series is not None and mask.shape != _shape(series):
-            raise GridMismatchError(
-                f"truth={str(path)!r} has shape {mask.shape!r} but the run's series is {_shape(series)!r}; pass the "
-                "change mask of the same scene on the same grid"
-            )
         if series is not None:
+            mask = change_mask_on_grid(path, series)  # reprojected (with a warning) when on another grid
             grid = PatchGrid.for_series(series, patch_size, stride)
             when = series["time"].values[-1]
         else:
+            from changescope.io.oscd import read_oscd_change_mask
+
+            mask = read_oscd_change_mask(path)
             grid = PatchGrid(patch_size, stride or patch_size, int(mask.shape[0]), int(mask.shape[1]))
             when = pd.Timestamp("NaT")
         return _mask_truth(mask, grid, when, min_fraction, str(path))
     tds = changescope.open(path, **({} if aoi is None else {"aoi": aoi}))
-    if series is not None and _shape(tds) != _shape(series):
-        raise GridMismatchError(
-            f"truth={str(path)!r} has shape {_shape(tds)!r} but the run's series is {_shape(series)!r}; pass truth "
-            "of the same scene on the same grid"
-        )
+    if series is not None:
+        tds = _on_series_grid(tds, series, str(path))
     return _series_truth(
         tds, PatchGrid.for_series(tds if series is None else series, patch_size, stride), min_fraction, str(path)
     )
+
+
+def _on_series_grid(tds: xr.Dataset, series: xr.Dataset, source: str) -> xr.Dataset:
+    """The truth variables (``labels`` or ``change``) of a truth series on the pixel grid of the scored series."""
+    same = _shape(tds) == _shape(series)
+    if same and tds.rio.crs == series.rio.crs and tds.rio.transform() == series.rio.transform():
+        return tds
+    name = "labels" if "labels" in tds else "change" if "change" in tds else None
+    if name is None:
+        return tds  # _series_truth says what is missing
+    values = truth_on_series_grid(tds[name], series, source=source)
+    dims = ("time", "y", "x") if values.ndim == 3 else ("y", "x")
+    coords: dict[str, Any] = {"y": series["y"].values, "x": series["x"].values}
+    if "time" in dims:
+        coords["time"] = tds["time"].values
+    out = xr.Dataset({name: (dims, values)}, coords=coords, attrs=tds.attrs)
+    if "time" not in dims:
+        out = out.expand_dims(time=tds["time"].values[-1:])
+    return out
 
 
 def _type_names(truth: Truth) -> NDArray[np.object_]:

@@ -13,7 +13,7 @@ only. Each task opens its own file handle, which keeps them safe under dask's th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,15 +23,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from affine import Affine
-from dask.delayed import delayed
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as transform_coords
 from rasterio.windows import Window
 
-from changescope.errors import BandMismatchError, CorruptFileError, ParameterError
-from changescope.io.raster import DEFAULT_CHUNK, RasterMeta, open_raster
+from changescope.errors import BandMismatchError, ParameterError
+from changescope.io.raster import DEFAULT_CHUNK, RasterMeta, damaged, lazy_blocks, open_raster
 from changescope.series import BandInfo
 
 __all__ = [
@@ -261,21 +260,6 @@ def grid_array(data: Any, grid: Grid, dims: tuple[str, ...] = ("band", "y", "x")
     return out
 
 
-def _chunked(shape: tuple[int, int], chunk: int, dtype: Any, block: Callable[[Window], np.ndarray]) -> Any:
-    """A dask array of ``shape`` whose ``chunk``-sided blocks are ``block(window)``, each one task."""
-    rows = []
-    for row0 in range(0, shape[0], chunk):
-        height = min(chunk, shape[0] - row0)
-        row = []
-        for col0 in range(0, shape[1], chunk):
-            width = min(chunk, shape[1] - col0)
-            # the arguments ride in a partial so that dask does not traverse (and rebuild) them as collections
-            task = delayed(partial(block, Window(col0, row0, width, height)))()
-            row.append(da.from_delayed(task, shape=(height, width), dtype=dtype))
-        rows.append(row)
-    return da.block(rows)
-
-
 def _read_block(
     window: Window, *, path: Path, grid: Grid | None, resampling: Resampling, nodata: float | None
 ) -> np.ndarray:
@@ -297,7 +281,7 @@ def _read_block(
                 warped: np.ndarray = vrt.read(1, window=window)
                 return warped
         except RasterioError as err:
-            raise CorruptFileError(f"{str(path)!r} could not be read ({err}); the file is damaged") from err
+            raise damaged(path, err) from err
 
 
 def read_band_lazy(
@@ -326,7 +310,7 @@ def read_band_lazy(
     target = None if grid is None or own.same_as(grid) else grid
     shape = own.shape if target is None else target.shape
     block = partial(_read_block, path=meta.path, grid=target, resampling=resampling, nodata=nodata)
-    return _chunked(shape, chunk, meta.dtype, block)
+    return lazy_blocks(shape, chunk, meta.dtype, block)
 
 
 def _outside_block(window: Window, *, src_grid: Grid, dst_grid: Grid) -> np.ndarray:
@@ -350,7 +334,7 @@ def footprint_invalid(src_grid: Grid, dst_grid: Grid, chunk: int = DEFAULT_CHUNK
     """
     if src_grid.same_as(dst_grid):
         return None
-    return _chunked(dst_grid.shape, chunk, bool, partial(_outside_block, src_grid=src_grid, dst_grid=dst_grid))
+    return lazy_blocks(dst_grid.shape, chunk, bool, partial(_outside_block, src_grid=src_grid, dst_grid=dst_grid))
 
 
 def nodata_invalid(data: Any, nodata: float | None) -> Any | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,7 +44,17 @@ from changescope.errors import (
     ParameterError,
 )
 from changescope.io.dates import date_from_name
-from changescope.io.raster import RasterMeta, is_raster, raster_meta, read_lazy
+from changescope.io.den_layout import (
+    IMAGE_FOLDER,
+    MASK_SUFFIX,
+    AoiRef,
+    find_dataset_root,
+    image_files,
+    label_files,
+    list_aois,
+    resolve_aoi,
+)
+from changescope.io.raster import RasterMeta, raster_meta, read_lazy
 from changescope.io.registry import register_reader
 from changescope.io.stack import DateImage, stack_dates
 from changescope.series import LABEL_NODATA, BandInfo
@@ -81,159 +90,10 @@ DEN_CLASSES: dict[int, str] = {
 """DynamicEarthNet class table: label band ``i`` (0-based) set to 255 means class ``i``."""
 
 ONE_HOT_VALUE = 255
-IMAGE_FOLDER = "PF-SR"
-MASK_SUFFIX = ".mask"
 SELECTIONS = ("label_day", "monthly_median", "all")
 SENSOR = "planetfusion"
 
 _LABEL_DATE = re.compile(r"(?<!\d)(\d{4})[-_](\d{2})[-_](\d{2})$")
-
-
-@dataclass(frozen=True)
-class AoiRef:
-    """One area of interest of a DynamicEarthNet dataset.
-
-    Attributes:
-        aoi: AOI id (the folder name above ``PF-SR``).
-        zone: Zone folder under ``planet/`` (``None`` for an AOI folder outside a dataset root).
-        tile: Tile folder between zone and AOI, ``None`` when the layout has no tile level.
-        image_dir: The ``PF-SR`` folder of daily images.
-        label_dir: Folder of the monthly label files, ``None`` when the AOI has none.
-        n_images: Number of daily images.
-        n_labels: Number of monthly label files.
-    """
-
-    aoi: str
-    zone: str | None
-    tile: str | None
-    image_dir: Path
-    label_dir: Path | None
-    n_images: int
-    n_labels: int
-
-    @property
-    def key(self) -> str:
-        """``"zone/aoi"``, unique within a dataset root (accepted by ``aoi=``)."""
-        return f"{self.zone}/{self.aoi}" if self.zone else self.aoi
-
-
-def _image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.iterdir() if is_raster(p) and not p.stem.endswith(MASK_SUFFIX) and not p.name.startswith(".")
-    )
-
-
-def _label_files(folder: Path | None) -> list[Path]:
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if is_raster(p) and not p.name.startswith("."))
-
-
-def _label_dir(root: Path, zone: str, aoi: str) -> Path | None:
-    folder = root / "labels" / f"{aoi}_{zone}" / "Labels" / "Raster" / f"{zone}-{aoi}"
-    return folder if folder.is_dir() else None
-
-
-def _aoi_ref(root: Path | None, image_dir: Path) -> AoiRef:
-    zone: str | None = None
-    tile: str | None = None
-    aoi = image_dir.parent.name
-    if root is not None:
-        parts = image_dir.relative_to(root / "planet").parts
-        zone = parts[0]
-        tile = parts[1] if len(parts) == 4 else None
-    label_dir = _label_dir(root, zone, aoi) if root is not None and zone is not None else None
-    return AoiRef(
-        aoi=aoi,
-        zone=zone,
-        tile=tile,
-        image_dir=image_dir,
-        label_dir=label_dir,
-        n_images=len(_image_files(image_dir)),
-        n_labels=len(_label_files(label_dir)),
-    )
-
-
-def find_dataset_root(path: Path) -> Path | None:
-    """Return the dataset root (the folder holding ``planet/``) that ``path`` lies in, or ``None``."""
-    p = Path(path).absolute()
-    if (p / "planet").is_dir():
-        return p
-    for anc in p.parents:
-        if anc.name == "planet" and anc.is_dir():
-            return anc.parent
-    return None
-
-
-def list_aois(root: Path | str) -> list[AoiRef]:
-    """List the AOIs of a DynamicEarthNet dataset root, sorted by zone, tile and id.
-
-    Args:
-        root: Folder holding ``planet/`` (and usually ``labels/``).
-
-    Raises:
-        NoImagesFoundError: ``root`` has no ``planet/`` folder.
-    """
-    base = Path(root)
-    if not (base / "planet").is_dir():
-        raise NoImagesFoundError(
-            f"{str(base)!r} has no 'planet' folder; point at a DynamicEarthNet root holding "
-            "planet/<zone>/<tile>/<aoi>/PF-SR and labels/"
-        )
-    dirs = [*base.glob(f"planet/*/*/{IMAGE_FOLDER}"), *base.glob(f"planet/*/*/*/{IMAGE_FOLDER}")]
-    refs = [_aoi_ref(base, d) for d in dirs if d.is_dir()]
-    return sorted(refs, key=lambda r: (r.zone or "", r.tile or "", r.aoi))
-
-
-def _select_aoi(root: Path, refs: list[AoiRef], aoi: str | None) -> AoiRef:
-    if not refs:
-        raise NoImagesFoundError(
-            f"no {IMAGE_FOLDER} image folder under {str(root / 'planet')!r}; expected "
-            f"planet/<zone>/<tile>/<aoi>/{IMAGE_FOLDER}/YYYY-MM-DD.tif"
-        )
-    ids = [r.aoi for r in refs]
-    if aoi is None:
-        if len(refs) == 1:
-            return refs[0]
-        raise ParameterError(
-            f"{str(root)!r} holds {len(refs)} AOIs; pass aoi= one of {ids!r} (`changescope inspect` lists them)"
-        )
-    matches = [r for r in refs if aoi in (r.aoi, r.key)]
-    if not matches:
-        raise ParameterError(f"aoi={aoi!r} is not in {str(root)!r}; choose one of {ids!r}")
-    if len(matches) > 1:
-        raise ParameterError(
-            f"aoi={aoi!r} exists in several zones of {str(root)!r}; pass one of {[r.key for r in matches]!r}"
-        )
-    return matches[0]
-
-
-def resolve_aoi(path: Path, aoi: str | None = None) -> AoiRef:
-    """Find the AOI that ``path`` (a dataset root, an AOI folder or its ``PF-SR`` folder) designates.
-
-    Raises:
-        NoImagesFoundError: ``path`` is neither a dataset root nor an AOI folder.
-        ParameterError: ``aoi`` is missing for a root with several AOIs, unknown, or contradicts ``path``.
-    """
-    p = Path(path).absolute()
-    if (p / "planet").is_dir():
-        return _select_aoi(p, list_aois(p), aoi)
-    if p.name == IMAGE_FOLDER and p.is_dir():
-        image_dir = p
-    elif (p / IMAGE_FOLDER).is_dir():
-        image_dir = p / IMAGE_FOLDER
-    else:
-        raise NoImagesFoundError(
-            f"{str(p)!r} is neither a DynamicEarthNet root (no 'planet' folder) nor an AOI folder "
-            f"(no '{IMAGE_FOLDER}' folder); point at ROOT, ROOT/planet/<zone>/<tile>/<aoi> or its {IMAGE_FOLDER}"
-        )
-    root = find_dataset_root(image_dir)
-    ref = _aoi_ref(root, image_dir)
-    if aoi is not None and aoi not in (ref.aoi, ref.key):
-        raise ParameterError(f"aoi={aoi!r} contradicts the AOI folder {str(image_dir)!r} ({ref.aoi!r}); drop aoi=")
-    return ref
 
 
 def decode_labels(one_hot: xr.DataArray) -> xr.DataArray:
@@ -247,7 +107,7 @@ def decode_labels(one_hot: xr.DataArray) -> xr.DataArray:
 
 
 def _image_dates(ref: AoiRef) -> dict[pd.Timestamp, Path]:
-    files = _image_files(ref.image_dir)
+    files = image_files(ref.image_dir)
     if not files:
         raise NoImagesFoundError(
             f"no {IMAGE_FOLDER} images (*.tif) in {str(ref.image_dir)!r}; expected daily YYYY-MM-DD.tif files"
@@ -263,7 +123,7 @@ def _image_dates(ref: AoiRef) -> dict[pd.Timestamp, Path]:
 
 def _label_dates(ref: AoiRef) -> dict[pd.Timestamp, Path]:
     out: dict[pd.Timestamp, Path] = {}
-    for f in _label_files(ref.label_dir):
+    for f in label_files(ref.label_dir):
         match = _LABEL_DATE.search(f.stem)
         when = None
         if match:
@@ -316,7 +176,10 @@ def _daily(path: Path, when: pd.Timestamp, ref_meta: RasterMeta | None) -> DateI
     if ref_meta is not None:
         _check_grid(meta, ref_meta, "image")
     mask = _mask_path(path)
-    invalid = read_lazy(mask).isel(band=0) != 0 if mask.exists() else None
+    invalid = None
+    if mask.exists():
+        _check_grid(raster_meta(mask), meta, "mask sidecar")
+        invalid = read_lazy(mask).isel(band=0) != 0
     return DateImage(
         time=when,
         image=read_lazy(path),
@@ -364,20 +227,23 @@ def _nearest(day: pd.Timestamp, dates: Sequence[pd.Timestamp]) -> pd.Timestamp:
     return min(dates, key=lambda d: (abs((d - day).days), d))
 
 
-def open_aoi(ref: AoiRef, *, selection: MonthlySelection = "label_day", reproject: bool = False) -> xr.Dataset:
+def open_aoi(
+    ref: AoiRef, *, selection: MonthlySelection = "label_day", reproject: bool = False, align: bool = False
+) -> xr.Dataset:
     """Open one AOI as a lazy series.
 
     Args:
         ref: The AOI (from :func:`list_aois` or :func:`resolve_aoi`).
         selection: ``"label_day"``, ``"monthly_median"`` or ``"all"`` (see the module docstring).
         reproject: Reproject images in another CRS onto the first image's grid.
+        align: Resample images on another grid of the same CRS onto the first image's grid.
 
     Raises:
         ParameterError: ``selection`` is unknown.
         NoImagesFoundError: The AOI has no images.
         DateError: An image or label name holds no date.
         BandMismatchError: An image does not have 4 bands or a label file 7.
-        GridMismatchError: A label file (or a daily image of a median) is off the image grid.
+        GridMismatchError: A label file, a mask sidecar or a daily image of a median is off the image grid.
     """
     if selection not in SELECTIONS:
         raise ParameterError(f"selection={selection!r} is unknown; choose one of {list(SELECTIONS)!r}")
@@ -426,6 +292,7 @@ def open_aoi(ref: AoiRef, *, selection: MonthlySelection = "label_day", reprojec
         items,
         sensor=SENSOR,
         reproject=reproject,
+        align=align,
         bands=[BandInfo.from_name(n, scale=DEN_SCALE) for n in DEN_BANDS],
         classes=DEN_CLASSES if labels else None,
         attrs=attrs,
@@ -452,19 +319,21 @@ class DynamicEarthNetReader:
         aoi: str | None = None,
         selection: MonthlySelection = "label_day",
         reproject: bool = False,
+        align: bool = False,
         **kwargs: Any,
     ) -> xr.Dataset:
         """Open one AOI as a series.
 
         Args:
             path: Dataset root, AOI folder or its ``PF-SR`` folder (labels are found by walking up to the root).
-            aoi: AOI id (or ``"zone/aoi"``) when ``path`` is a root with several AOIs.
+            aoi: AOI id (or ``"zone/aoi"``) when ``path`` is a root with several AOIs (``--aoi``).
             selection: ``"label_day"`` (default), ``"monthly_median"`` or ``"all"``.
-            reproject: Reproject images in another CRS onto the first image's grid.
-            **kwargs: Ignored reader options of other layouts.
+            reproject: Reproject images in another CRS onto the first image's grid (``--reproject``).
+            align: Resample images on another grid of the same CRS onto the first image's grid (``--align``).
+            **kwargs: Unused (:func:`changescope.open` passes only the options named above).
 
         Raises:
             ParameterError: ``aoi`` is missing, unknown or contradicts ``path``; ``selection`` is unknown.
             NoImagesFoundError: No ``PF-SR`` images.
         """
-        return open_aoi(resolve_aoi(path, aoi), selection=selection, reproject=reproject)
+        return open_aoi(resolve_aoi(path, aoi), selection=selection, reproject=reproject, align=align)

@@ -9,7 +9,7 @@ Layout::
         imgs_2/*_B01.tif ... *_B8A.tif
       train_labels/<city>/cm/<city>-cm.tif   change mask (or test_labels/...), not georeferenced
 
-Open a city folder, or the ``images`` folder / dataset root with ``city=NAME``. The dates come from
+Open a city folder, or the ``images`` folder / dataset root with ``city=NAME`` (``--city NAME``). The dates come from
 ``dates.txt`` (the dates inside the ``imgs_1`` file names are processing dates, not acquisition dates).
 
 Every band of both dates is resampled (bilinear, lazily) onto the finest grid of ``imgs_1``, the 10 m grid, which is
@@ -58,7 +58,7 @@ from changescope.io.bandfiles import (
     select_bands,
 )
 from changescope.io.dates import date_from_name
-from changescope.io.raster import RasterMeta, is_raster, open_raster, raster_meta
+from changescope.io.raster import RasterMeta, damaged, list_rasters, open_raster, raster_meta
 from changescope.io.registry import register_reader
 from changescope.io.stack import DateImage, stack_dates
 from changescope.series import BandInfo
@@ -188,7 +188,7 @@ def _read_mask(path: Path) -> np.ndarray:
             try:
                 out: np.ndarray = src.read(1)
             except RasterioError as err:
-                raise CorruptFileError(f"{str(path)!r} could not be read ({err}); the file is damaged") from err
+                raise damaged(path, err) from err
     return out
 
 
@@ -207,13 +207,13 @@ def band_files(folder: Path, *, require_all: bool = True) -> dict[str, Path]:
     """The per-band files ``*_B01.tif ... *_B8A.tif`` of a folder, by Sentinel-2 band token (``"B8A"``).
 
     Raises:
-        NoImagesFoundError: ``folder`` does not exist.
+        NoImagesFoundError: ``folder`` does not exist, or a ``.tif`` in it is a dangling symbolic link.
         BandMismatchError: Two files of one band, or (``require_all``) a Sentinel-2 band missing.
     """
     if not folder.is_dir():
         raise NoImagesFoundError(f"{str(folder)!r} does not exist; an OSCD city holds imgs_1/ and imgs_2/ band files")
     found: dict[str, Path] = {}
-    for f in sorted(p for p in folder.iterdir() if is_raster(p)):
+    for f in list_rasters(folder):
         match = _BAND.search(f.stem)
         if match is None:
             continue
@@ -256,10 +256,10 @@ class OSCDReader:
 
         Args:
             path: A city folder, the ``images`` folder or the dataset root.
-            city: City to open when ``path`` is not a city folder.
+            city: City to open when ``path`` is not a city folder (``--city``).
             labels: Change-mask file; found beside the images (``train_labels``/``test_labels``) when omitted.
             bands: Bands to read (Sentinel-2 names), in the order wanted; all 13 when omitted.
-            **kwargs: Ignored reader options of other layouts.
+            **kwargs: Unused (:func:`changescope.open` passes only the options named above).
 
         Raises:
             ParameterError: ``city`` is missing or unknown.
@@ -304,19 +304,24 @@ class OSCDReader:
     def _city_dir(path: Path, city: str | None) -> Path:
         if _is_city(path):
             if city is not None and city != path.name:
-                raise ParameterError(f"city={city!r} but {str(path)!r} is the city {path.name!r}; drop city=")
+                raise ParameterError(
+                    f"--city {city} (city={city!r}) but {str(path)!r} is the city {path.name!r}; drop --city "
+                    "(city= in Python)"
+                )
             return path
         root = _images_root(path)
         if root is None:
             raise NoImagesFoundError(
                 f"no OSCD city in {str(path)!r}; point at a city folder (with imgs_1/, imgs_2/, dates.txt) or the "
-                "images folder with city=NAME"
+                "images folder with --city NAME (city= in Python)"
             )
         names = [p.name for p in _cities(root)]
         if city is None:
-            raise ParameterError(f"{str(path)!r} holds OSCD cities {names!r}; pass city= one of them")
+            raise ParameterError(
+                f"{str(path)!r} holds OSCD cities {names!r}; pass --city NAME (city= in Python), one of them"
+            )
         if city not in names:
-            raise ParameterError(f"city={city!r} is not in {str(root)!r}; choose one of {names!r}")
+            raise ParameterError(f"--city {city} (city={city!r}) is not in {str(root)!r}; choose one of {names!r}")
         return root / city
 
     @staticmethod

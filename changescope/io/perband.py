@@ -20,7 +20,9 @@ natural token order (``B2 < B10``); with ``bands=[...]`` the order given.
 Pixels are invalid where a band holds its nodata value, outside a resampled band's footprint, or where a mask file
 says so (see :data:`changescope.io.bandfiles.MASK_RULES`; for the CBERS CMASK the sample files hold 0 = clear and
 4 = cloud, with 255 = no data). Bands of one date at different resolutions are resampled (lazily) onto the finest
-band's grid: bilinear for bands, nearest for masks.
+band's grid: bilinear for bands, nearest for masks. A mask file must be georeferenced and cover its date's band grid
+(to one mask pixel); a mask of another extent or shape is refused, not resampled into a partial mask. One band must
+be stored in one dtype on every date.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ import dask.array as da
 import pandas as pd
 import xarray as xr
 from rasterio.enums import Resampling
+from rasterio.warp import transform_bounds
 
 from changescope.errors import (
     BandMismatchError,
     DateError,
     DuplicateDateError,
     EmptySeriesError,
+    GridMismatchError,
     NoImagesFoundError,
     ParameterError,
 )
@@ -59,7 +63,7 @@ from changescope.io.bandfiles import (
     read_band_lazy,
     select_bands,
 )
-from changescope.io.raster import RasterMeta, is_raster, raster_meta
+from changescope.io.raster import RasterMeta, grid_bounds, list_rasters, raster_meta
 from changescope.io.registry import register_reader
 from changescope.io.stack import DateImage, stack_dates
 from changescope.series import BandInfo
@@ -106,8 +110,45 @@ def parse_band_file(path: Path) -> BandFile | None:
     return BandFile(path=path, prefix=match["prefix"] or "", token=match["band"], time=when)
 
 
-def _rasters(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_raster(p) and not p.name.startswith("."))
+def _check_mask_cover(mask: RasterMeta, grid: Grid, when: pd.Timestamp) -> None:
+    """Refuse a mask file that does not cover its date's band grid (to one mask pixel) or has no georeference."""
+    day = when.date().isoformat()
+    if mask.crs is None:
+        raise GridMismatchError(
+            f"mask {str(mask.path)!r} has no georeference; write it with the CRS and transform of the bands of {day} "
+            f"({grid.shape!r} px)"
+        )
+    want = grid_bounds(grid.transform, grid.height, grid.width)
+    have = grid_bounds(mask.transform, mask.height, mask.width)
+    if mask.crs != grid.crs:
+        have = transform_bounds(mask.crs, grid.crs, *have)
+    tol = max(abs(have[2] - have[0]) / mask.width, abs(have[3] - have[1]) / mask.height)
+    covers = have[0] <= want[0] + tol and have[1] <= want[1] + tol and have[2] >= want[2] - tol
+    if not (covers and have[3] >= want[3] - tol):
+        raise GridMismatchError(
+            f"mask {str(mask.path)!r} ({mask.height} x {mask.width} px) covers {tuple(round(v, 6) for v in have)!r} "
+            f"but the bands of {day} cover {tuple(round(v, 6) for v in want)!r} ({grid.shape!r} px); write the mask "
+            "on the band grid or remove it"
+        )
+
+
+def _check_dtypes(
+    by_date: dict[pd.Timestamp, dict[str, BandFile]], metas: dict[Path, RasterMeta], tokens: Sequence[str]
+) -> None:
+    """Refuse a band stored in different dtypes on different dates (the dates would be on different scales)."""
+    first: dict[str, RasterMeta] = {}
+    for d in sorted(by_date):
+        for token, f in by_date[d].items():
+            meta = metas.get(f.path)
+            if meta is None or token not in tokens:
+                continue
+            ref = first.setdefault(token, meta)
+            if meta.dtype != ref.dtype:
+                raise BandMismatchError(
+                    f"{str(meta.path)!r} stores {meta.dtype} values but {str(ref.path)!r}, the same band {token!r}, "
+                    f"stores {ref.dtype}; the dates would be on different scales: convert the files of {token!r} to "
+                    "one dtype and scale"
+                )
 
 
 def _sensor(prefix: str, tokens: Sequence[str]) -> SensorSpec | None:
@@ -131,7 +172,7 @@ class PerBandReader:
         """A folder where most GeoTIFFs parse as per-band files and one date holds two or more bands."""
         if not path.is_dir():
             return False
-        files = _rasters(path)
+        files = list_rasters(path, check_links=False)
         parsed = [m for m in (_NAME.match(f.stem) for f in files) if m is not None]
         if not parsed or 2 * len(parsed) < len(files):
             return False
@@ -160,11 +201,11 @@ class PerBandReader:
             bands: Bands to read, by name (``"red"``) or token (``"B15"``), in the order wanted; all when omitted.
             prefix: File-name prefix to read when the folder mixes several.
             drop_incomplete: Drop dates that miss a selected band instead of refusing them
-                (listed in ``attrs["dropped_dates"]``).
-            reproject: Reproject dates in another CRS onto the first date's grid.
-            align: Resample dates on another grid of the same CRS onto the first date's grid.
+                (listed in ``attrs["dropped_dates"]``; ``--drop-incomplete``).
+            reproject: Reproject dates in another CRS onto the first date's grid (``--reproject``).
+            align: Resample dates on another grid of the same CRS onto the first date's grid (``--align``).
             mask_values: Mask values that mark invalid pixels, replacing the built-in rule of the mask token.
-            **kwargs: Ignored reader options of other layouts.
+            **kwargs: Unused (:func:`changescope.open` passes only the options named above).
 
         Raises:
             NoImagesFoundError: The folder holds no GeoTIFF.
@@ -172,8 +213,8 @@ class PerBandReader:
             ParameterError: The folder mixes prefixes and ``prefix`` is not given, or does not match.
             BandMismatchError: A date misses a band, a file holds several bands, or ``bands`` names an absent band.
             CRSMismatchError: Dates are in different CRSs and ``reproject`` is False.
-            GridMismatchError: Dates are on different grids and ``align`` is False.
-            CorruptFileError: A file is not a readable raster.
+            GridMismatchError: Dates are on different grids and ``align`` is False, or a mask does not cover its date.
+            CorruptFileError: A file is not a readable raster or is cut short.
         """
         if not path.is_dir():
             raise NoImagesFoundError(f"{str(path)!r} is not a folder; the perband reader opens a folder of {_EXAMPLE}")
@@ -216,6 +257,7 @@ class PerBandReader:
                     f"{str(meta.path)!r} holds {meta.count} bands; per-band files hold one band each "
                     "(open a folder of multi-band files with format='geotiff_folder')"
                 )
+        _check_dtypes(by_date, metas, selected)
         ref_grid = self._finest([metas[by_date[dates[0]][t].path] for t in selected])
         rules = {f.token: rule for f in mask_files if (rule := mask_rule(f.token, mask_values)) is not None}
         items = []
@@ -225,6 +267,8 @@ class PerBandReader:
                 grid = ref_grid
             band_list = [(metas[by_date[d][t].path], infos[t]) for t in selected]
             masks = [(metas[f.path], rules[tok]) for tok, f in by_date[d].items() if tok in rules]
+            for mask_meta, _ in masks:
+                _check_mask_cover(mask_meta, self._finest([metas[by_date[d][t].path] for t in selected]), d)
             items.append(self._date_image(d, band_list, masks, grid))
         return stack_dates(
             items,
@@ -242,7 +286,7 @@ class PerBandReader:
 
     @staticmethod
     def _files(folder: Path, prefix: str | None) -> list[BandFile]:
-        rasters = _rasters(folder)
+        rasters = list_rasters(folder)
         if not rasters:
             raise NoImagesFoundError(f"no GeoTIFF (*.tif) found in {str(folder)!r}; put files named {_EXAMPLE} there")
         parsed = [(p, parse_band_file(p)) for p in rasters]
@@ -279,7 +323,7 @@ class PerBandReader:
             listed = "; ".join(f"{d.date().isoformat()} misses {m!r}" for d, m in list(incomplete.items())[:5])
             raise BandMismatchError(
                 f"incomplete dates in {str(folder)!r}: {listed}; add the files, select bands present on every "
-                "date with bands=[...], or pass drop_incomplete=True"
+                "date with bands=[...], or pass --drop-incomplete (drop_incomplete=True in Python)"
             )
         return set(incomplete)
 

@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import rasterio
-import rioxarray
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
-from rasterio.errors import RasterioError
+from dask.delayed import delayed
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
 
 from changescope.errors import CorruptFileError, NoImagesFoundError
 
-__all__ = ["RASTER_SUFFIXES", "RasterMeta", "is_raster", "open_raster", "raster_meta", "read_lazy"]
+__all__ = [
+    "RASTER_SUFFIXES",
+    "RasterMeta",
+    "damaged",
+    "grid_bounds",
+    "is_raster",
+    "lazy_blocks",
+    "list_rasters",
+    "open_raster",
+    "raster_meta",
+    "read_array",
+    "read_lazy",
+]
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
 
@@ -42,9 +61,82 @@ class RasterMeta:
     offsets: tuple[float, ...] = ()
 
 
+def grid_bounds(transform: Affine, height: int, width: int) -> tuple[float, float, float, float]:
+    """``(left, bottom, right, top)`` of a north-up grid of ``height x width`` pixels."""
+    xs = (transform.c, transform.c + width * transform.a)
+    ys = (transform.f, transform.f + height * transform.e)
+    return min(xs), min(ys), max(xs), max(ys)
+
+
 def is_raster(path: Path) -> bool:
     """Whether a path names a GeoTIFF by its suffix."""
     return path.is_file() and path.suffix in RASTER_SUFFIXES
+
+
+def _dangling(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def list_rasters(folder: Path, *, check_links: bool = True) -> list[Path]:
+    """The GeoTIFFs directly in ``folder`` (hidden files skipped), sorted by name.
+
+    Args:
+        folder: The folder.
+        check_links: Refuse a ``.tif`` symlink whose target is missing; with ``False`` such links are listed like
+            files (cheap layout detection lists them, the open that follows refuses them).
+
+    Raises:
+        NoImagesFoundError: A ``.tif`` in ``folder`` is a symlink to a file that does not exist.
+    """
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix not in RASTER_SUFFIXES:
+            continue
+        if _dangling(p):
+            if check_links:
+                raise NoImagesFoundError(
+                    f"{str(p)!r} is a symbolic link to {os.readlink(p)!r}, which does not exist; "
+                    "restore the target or remove the link"
+                )
+            out.append(p)
+        elif p.is_file():
+            out.append(p)
+    return out
+
+
+def _detail(err: BaseException) -> str:
+    """GDAL's own reason for a rasterio error (rasterio's message often only says "see previous exception")."""
+    cause = err.__cause__ or err.__context__
+    text = str(cause) if cause is not None and "previous exception" in str(err) else str(err)
+    return " ".join(text.split()) or type(err).__name__
+
+
+def damaged(path: Path | str, err: BaseException) -> CorruptFileError:
+    """The one-line :class:`CorruptFileError` for a raster whose pixels could not be read."""
+    return CorruptFileError(
+        f"{str(path)!r} could not be read ({_detail(err)}); the file is truncated or damaged, re-download or "
+        "re-export it (or move it out of the input)"
+    )
+
+
+def _check_complete(src: Any, path: Path) -> None:
+    """Refuse a GeoTIFF whose last pixel block lies past the end of the file (a truncated copy or download)."""
+    if src.driver != "GTiff" or not src.block_shapes:
+        return
+    rows, cols = src.block_shapes[0]
+    last = f"{math.ceil(src.width / cols) - 1}_{math.ceil(src.height / rows) - 1}"
+    end = 0
+    for bidx in sorted({1, src.count}):
+        offset = src.get_tag_item(f"BLOCK_OFFSET_{last}", "TIFF", bidx=bidx)
+        size = src.get_tag_item(f"BLOCK_SIZE_{last}", "TIFF", bidx=bidx)
+        if offset and size and int(offset) > 0:
+            end = max(end, int(offset) + int(size))
+    have = path.stat().st_size
+    if end > have:
+        raise CorruptFileError(
+            f"{str(path)!r} is truncated: its pixel data runs to byte {end} but the file holds {have} bytes; "
+            "re-download or re-export it (or move it out of the input)"
+        )
 
 
 @contextmanager
@@ -59,9 +151,14 @@ def open_raster(path: Path | str) -> Iterator[rasterio.DatasetReader]:
     if not p.exists():
         raise NoImagesFoundError(f"{str(p)!r} does not exist; check the path")
     try:
-        src = rasterio.open(p)
+        with warnings.catch_warnings():
+            # a mask or label file without georeference is legal; the readers check its shape instead
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(p)
     except RasterioError as err:
-        raise CorruptFileError(f"{str(p)!r} is not a readable raster ({err}); re-download or remove it") from err
+        raise CorruptFileError(
+            f"{str(p)!r} is not a readable raster ({_detail(err)}); re-download or remove it"
+        ) from err
     try:
         yield src
     finally:
@@ -69,16 +166,23 @@ def open_raster(path: Path | str) -> Iterator[rasterio.DatasetReader]:
 
 
 def raster_meta(path: Path | str) -> RasterMeta:
-    """Read the metadata of a raster (no pixels)."""
-    with open_raster(path) as src:
+    """Read the metadata of a raster (no pixels).
+
+    Raises:
+        NoImagesFoundError: The file does not exist.
+        CorruptFileError: It is not a readable raster, or a GeoTIFF cut short.
+    """
+    p = Path(path)
+    with open_raster(p) as src:
+        _check_complete(src, p)
         return RasterMeta(
-            path=Path(path),
+            path=p,
             crs=src.crs,
             transform=src.transform,
             width=src.width,
             height=src.height,
             count=src.count,
-            dtype=str(src.dtypes[0]),
+            dtype=str(src.dtypes[0]) if src.count else "",
             nodata=src.nodata,
             descriptions=tuple(src.descriptions),
             scales=tuple(float(v) for v in src.scales),
@@ -86,28 +190,76 @@ def raster_meta(path: Path | str) -> RasterMeta:
         )
 
 
+def lazy_blocks(shape: tuple[int, ...], chunk: int, dtype: Any, block: Callable[[Window], np.ndarray]) -> Any:
+    """A dask array of ``shape`` chunked along its last two axes, each ``chunk``-sided block one ``block(window)``.
+
+    Leading axes (bands) are whole in every block.
+    """
+    lead, (height_all, width_all) = tuple(shape[:-2]), shape[-2:]
+    rows = []
+    for row0 in range(0, height_all, chunk):
+        height = min(chunk, height_all - row0)
+        row = []
+        for col0 in range(0, width_all, chunk):
+            width = min(chunk, width_all - col0)
+            # the arguments ride in a partial so that dask does not traverse (and rebuild) them as collections
+            task = delayed(partial(block, Window(col0, row0, width, height)))()
+            row.append(da.from_delayed(task, shape=(*lead, height, width), dtype=dtype))
+        rows.append(row)
+    return da.block(rows)
+
+
+def _read_window(window: Window, *, path: Path) -> np.ndarray:
+    with open_raster(path) as src:
+        try:
+            out: np.ndarray = src.read(window=window)
+            return out
+        except RasterioError as err:
+            raise damaged(path, err) from err
+
+
 def read_lazy(path: Path | str, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
     """Open a raster lazily as a dask-backed ``(band, y, x)`` array of its stored values.
 
+    The array carries the file's CRS, transform and nodata (rioxarray). Each chunk is one windowed read in its own
+    dask task; a read that fails later (the file was cut short or replaced since) raises
+    :class:`CorruptFileError` naming the file, not rasterio's error.
+
     Raises:
-        CorruptFileError: The file cannot be opened.
+        NoImagesFoundError: The file does not exist.
+        CorruptFileError: The file cannot be opened, is cut short, or holds no band (subdatasets).
     """
-    try:
-        arr = rioxarray.open_rasterio(
-            Path(path), chunks={"band": -1, "y": chunk, "x": chunk}, masked=False, lock=False, cache=False
-        )
-    except (RasterioError, OSError) as err:
-        raise CorruptFileError(f"{str(path)!r} is not a readable raster ({err}); re-download or remove it") from err
-    if not isinstance(arr, xr.DataArray):
-        raise CorruptFileError(f"{str(path)!r} holds subdatasets, not one raster; point at a single GeoTIFF")
-    return arr
+    p = Path(path)
+    meta = raster_meta(p)
+    if meta.count == 0:
+        raise CorruptFileError(f"{str(p)!r} holds subdatasets, not one raster; point at a single GeoTIFF")
+    data = lazy_blocks((meta.count, meta.height, meta.width), chunk, meta.dtype, partial(_read_window, path=p))
+    t = meta.transform
+    coords = {
+        "band": np.arange(1, meta.count + 1),
+        "y": t.f + (np.arange(meta.height) + 0.5) * t.e,
+        "x": t.c + (np.arange(meta.width) + 0.5) * t.a,
+    }
+    arr = xr.DataArray(data, dims=("band", "y", "x"), coords=coords)
+    if meta.crs is not None:
+        arr = arr.rio.write_crs(meta.crs)
+    arr = arr.rio.write_transform(meta.transform)
+    if meta.nodata is not None:
+        arr = arr.rio.write_nodata(meta.nodata, encoded=False)
+    out: xr.DataArray = arr
+    return out
 
 
 def read_array(path: Path | str, band: int | None = None) -> np.ndarray:
-    """Read a raster eagerly: ``(bands, h, w)``, or ``(h, w)`` for one ``band`` (1-based)."""
+    """Read a raster eagerly: ``(bands, h, w)``, or ``(h, w)`` for one ``band`` (1-based).
+
+    Raises:
+        NoImagesFoundError: The file does not exist.
+        CorruptFileError: It is not a readable raster, or its pixels cannot be read.
+    """
     with open_raster(path) as src:
         try:
             out: np.ndarray = src.read(band) if band is not None else src.read()
             return out
         except RasterioError as err:
-            raise CorruptFileError(f"{str(path)!r} could not be read ({err}); the file is damaged") from err
+            raise damaged(path, err) from err

@@ -60,7 +60,7 @@ _MAX_JSON_IN_FOLDER = 16
 _FEATURE_COLLECTION = re.compile(rb'"type"\s*:\s*"FeatureCollection"')
 _INSTALL_HINT = "pip install changescope[stac]"
 _OPEN_OPTIONS = frozenset({"crs", "resolution", "bbox", "patch_url", "sensor", "resampling", "geobox", "dtype"})
-"""Reader options forwarded to :func:`open_stac`; other layouts' options (``aoi=``, ...) are ignored."""
+"""Reader options forwarded to :func:`open_stac` (``changescope.open`` refuses other layouts' options)."""
 
 
 def _require(module: str) -> ModuleType:
@@ -406,6 +406,7 @@ class StacReader:
 
     name: ClassVar[str] = "stac"
     priority: ClassVar[int] = 20
+    extra_options: ClassVar[frozenset[str]] = _OPEN_OPTIONS
 
     def can_open(self, path: Path) -> bool:
         """A ``.json`` FeatureCollection of STAC items, or a folder with exactly one (sniffed, not parsed)."""

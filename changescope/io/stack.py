@@ -67,6 +67,20 @@ def align_to(arr: xr.DataArray, ref: xr.DataArray, resampling: Resampling = Resa
     return out
 
 
+def _moved_invalid(item: DateImage, moved: xr.DataArray) -> Any:
+    """The item's invalid mask resampled with its image onto ``moved``'s grid; pixels outside its footprint invalid."""
+    src = item.image
+    flags = (
+        da.zeros(src.shape[-2:], dtype=np.uint8, chunks=-1)
+        if item.invalid is None
+        else da.asarray(item.invalid.data).astype(np.uint8)
+    )
+    arr = xr.DataArray(flags, dims=("y", "x"), coords={"y": src["y"], "x": src["x"]})
+    arr = arr.rio.write_crs(src.rio.crs).rio.write_transform(src.rio.transform()).rio.write_nodata(1)
+    out = arr.rio.reproject_match(moved, resampling=Resampling.nearest)
+    return da.asarray(out.data) != 0
+
+
 def _invalid_from_nodata(image: xr.DataArray, nodata: float | None) -> Any:
     data = image.data
     bad = (
@@ -108,7 +122,7 @@ def stack_dates(
         DuplicateDateError: Two files have the same date.
         CRSMismatchError: CRSs differ and ``reproject`` is False.
         GridMismatchError: Grids differ and ``align`` is False, or labels are off-grid.
-        BandMismatchError: Band counts or names differ.
+        BandMismatchError: Band counts or names differ, or dates store their values in different dtypes.
     """
     if not items:
         raise EmptySeriesError("no images to stack; the series would be empty")
@@ -128,12 +142,18 @@ def stack_dates(
                 f"{str(it.source)!r} has bands {it.band_names!r} but {str(ref.source)!r} has {ref.band_names!r}; "
                 "every date needs the same bands in the same order"
             )
+        if it.image.dtype != ref.image.dtype:
+            raise BandMismatchError(
+                f"{str(it.source)!r} stores {it.image.dtype} values but {str(ref.source)!r} stores "
+                f"{ref.image.dtype}; the dates would be on different scales: convert the files to one dtype and "
+                "scale, or tag each file's scale/offset (gdal_edit.py -scale S -offset O) so that they can be converted"
+            )
         img = it.image
         if img.rio.crs != ref.image.rio.crs:
             if not reproject:
                 raise CRSMismatchError(
                     f"{str(it.source)!r} is in {img.rio.crs} but {str(ref.source)!r} is in {ref.image.rio.crs}; "
-                    "pass reproject=True to reproject onto the first date's grid"
+                    "pass --reproject (reproject=True in Python) to reproject onto the first date's grid"
                 )
             img = align_to(img, ref.image)
         elif not _same_grid(img, ref.image):
@@ -141,15 +161,19 @@ def stack_dates(
                 raise GridMismatchError(
                     f"{str(it.source)!r} has grid {img.shape[-2:]} at {tuple(img.rio.transform())[:6]} but "
                     f"{str(ref.source)!r} has {ref.image.shape[-2:]} at {tuple(ref.image.rio.transform())[:6]}; "
-                    "co-register the images or pass align=True"
+                    "co-register the images or pass --align (align=True in Python)"
                 )
             img = align_to(img, ref.image)
         bad = _invalid_from_nodata(img, it.nodata)
-        if it.invalid is not None:
-            inv = it.invalid
-            if inv.shape != img.shape[-2:]:
-                inv = align_to(inv, img)
-            bad = bad | inv.data.astype(bool)
+        if it.invalid is not None and tuple(it.invalid.shape) != tuple(it.image.shape[-2:]):
+            raise GridMismatchError(
+                f"the invalid-pixel mask of {str(it.source)!r} has shape {tuple(it.invalid.shape)!r} but the image "
+                f"is {tuple(it.image.shape[-2:])!r}; write the mask on the image grid"
+            )
+        if img is not it.image:
+            bad = bad | _moved_invalid(it, img)
+        elif it.invalid is not None:
+            bad = bad | da.asarray(it.invalid.data).astype(bool)
         images.append(img.data)
         invalids.append(bad)
         if any_labels:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,12 +22,10 @@ from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
 
 from changescope.errors import GridMismatchError, ParameterError
+from changescope.types import ShiftFeature
 
 __all__ = ["MIN_VALID_FRACTION", "Shift", "ShiftFeature", "central_window", "estimate_shift"]
 
-ShiftFeature: TypeAlias = Literal["gradient", "intensity"]
-"""What the correlation runs on: the gradient magnitude (robust to illumination and contrast changes) or the
-intensity itself."""
 
 MIN_VALID_FRACTION = 0.05
 """Below this fraction of valid pixels (in either image of the measured window) no shift is estimated."""

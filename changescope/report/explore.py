@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,11 @@ from numpy.typing import NDArray
 
 from changescope.errors import ParameterError
 from changescope.io.writers import atomic_path
-from changescope.run import load_run
-from changescope.types import PathLike
+from changescope.rundir import RunDir
+from changescope.types import ExploreMethod, PathLike
 
 __all__ = ["ExploreMethod", "embed_2d", "explore"]
 
-ExploreMethod = Literal["pca", "tsne", "umap"]
 METHODS: tuple[str, ...] = get_args(ExploreMethod)
 
 
@@ -48,9 +48,13 @@ def embed_2d(x: NDArray[Any], method: ExploreMethod, seed: int = 0) -> NDArray[n
         perplexity = float(min(30.0, max(1.0, (len(pts) - 1) / 3)))
         tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
         return np.asarray(tsne.fit_transform(pts), dtype=np.float64)
-    import umap
+    with warnings.catch_warnings():
+        # umap-learn warns at import that ParametricUMAP needs TensorFlow, which changescope never uses
+        warnings.filterwarnings("ignore", message="Tensorflow not installed", category=ImportWarning)
+        import umap
 
-    reducer = umap.UMAP(n_neighbors=min(15, len(pts) - 1), n_components=2, random_state=seed)
+    # n_jobs=1: a seeded UMAP runs single-threaded anyway, and saying so keeps umap-learn from warning about it
+    reducer = umap.UMAP(n_neighbors=min(15, len(pts) - 1), n_components=2, random_state=seed, n_jobs=1)
     return np.asarray(reducer.fit_transform(pts), dtype=np.float64)
 
 
@@ -72,7 +76,7 @@ def _embedding_sample(
 ) -> tuple[NDArray[np.float32], list[str]]:
     from changescope.embed.store import open_embeddings
 
-    emb = open_embeddings(run_dir / "embeddings.zarr", allow_incomplete=True)
+    emb = open_embeddings(RunDir(run_dir).embeddings_store(), allow_incomplete=True)
     x = np.asarray(emb["embedding"].values, dtype=np.float32)
     _, n_r, n_c, dim = x.shape
     vf = np.asarray(emb["valid_fraction"].values, dtype=np.float32)
@@ -115,7 +119,8 @@ def explore(
 
     say = note or _note_stderr
     root = Path(run_dir)
-    info = load_run(root)
+    rd = RunDir(root)
+    info = rd.load()
     wanted = [m.strip().lower() for m in methods if m.strip()]
     bad = [m for m in wanted if m not in METHODS]
     if bad or not wanted:
@@ -123,7 +128,7 @@ def explore(
     if "umap" in wanted and importlib.util.find_spec("umap") is None:
         say("UMAP skipped: the optional 'umap-learn' package is not installed (pip install umap-learn)")
         wanted.remove("umap")
-    events = pd.read_parquet(root / "changes.parquet", columns=["row", "col", "time", "cluster"])
+    events = rd.read_changes(columns=["row", "col", "time", "cluster"])
     min_valid = float(info.get("config", {}).get("min_valid", 0.5))
     sets: list[tuple[str, NDArray[np.float32], list[str], str]] = []
     x_emb, g_emb = _embedding_sample(root, events, min_valid, max_points, seed)

@@ -168,6 +168,10 @@ def build_report(run_dir: PathLike, *, top: int = 24, max_px: int = 256) -> Path
     from changescope.discover.summary import read_clusters_json
     from changescope.grid import PatchGrid
 
+    if max_px < 16:
+        raise ParameterError(f"--max-px {max_px!r} is too small for a quicklook; pass 16 or more (default 256)")
+    if top < 0:
+        raise ParameterError(f"--top {top!r} must be >= 0 (ranked changes shown in the gallery)")
     root = Path(run_dir)
     rd = RunDir(root)
     info = rd.load()

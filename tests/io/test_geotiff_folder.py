@@ -123,3 +123,65 @@ def test_opening_is_lazy_for_large_stacks(tmp_path):
     assert isinstance(ds.image.data, da.Array) and isinstance(ds.valid.data, da.Array)
     assert ds.image.data.chunksize[-1] <= 1024
     assert pd.DatetimeIndex(ds.time.values).month.tolist() == [1, 2, 3, 4]
+
+
+def test_dates_with_different_scale_tags_are_converted_to_reflectance(tmp_path):
+    rng = np.random.default_rng(4)
+    refl = rng.uniform(0.02, 0.5, (3, 4, 16, 16)).astype(np.float32)
+    t = utm_transform()
+    # one date uint16 reflectance x 10000 (tagged), one float32 0-1 (untagged), one uint16 with a 2e-4 scale + offset
+    write_geotiff(
+        tmp_path / "2021-01-01.tif",
+        np.round(refl[0] * 1e4).astype(np.uint16),
+        crs="EPSG:32633",
+        transform=t,
+        scales=[1e-4] * 4,
+    )
+    write_geotiff(tmp_path / "2021-02-01.tif", refl[1], crs="EPSG:32633", transform=t)
+    stored = np.round((refl[2] + 0.1) / 2e-4).astype(np.uint16)
+    stored[:, 0, 0] = 0
+    write_geotiff(
+        tmp_path / "2021-03-01.tif",
+        stored,
+        crs="EPSG:32633",
+        transform=t,
+        nodata=0,
+        scales=[2e-4] * 4,
+        offsets=[-0.1] * 4,
+    )
+    ds = changescope.open(tmp_path)
+    assert "rescaled" in ds.attrs
+    assert ds.image.dtype == np.float32
+    np.testing.assert_allclose(ds.scale.values, 1.0)
+    np.testing.assert_allclose(ds.offset.values, 0.0)
+    got = changescope.series.reflectance(ds).values
+    assert np.isnan(got[2, :, 0, 0]).all() and not ds.valid.values[2, 0, 0]
+    got[2, :, 0, 0] = refl[2, :, 0, 0]
+    np.testing.assert_allclose(got, refl, atol=2e-4)
+
+
+def test_same_scale_tags_and_dtype_are_left_as_stored(tmp_path):
+    arr = np.full((2, 8, 8), 1000, np.uint16)
+    for d in ("2021-01-01", "2021-02-01"):
+        write_geotiff(tmp_path / f"{d}.tif", arr, crs="EPSG:32633", transform=utm_transform(), scales=[1e-4] * 2)
+    ds = changescope.open(tmp_path)
+    assert "rescaled" not in ds.attrs and ds.image.dtype == np.uint16
+    np.testing.assert_allclose(ds.scale.values, 1e-4)
+
+
+def test_reproject_carries_the_mask_sidecar_along(tmp_path):
+    arr = np.full((2, 32, 32), 500, np.uint16)
+    write_geotiff(tmp_path / "2021-01-01.tif", arr, crs="EPSG:32633", transform=utm_transform())
+    # the second date in the neighbouring zone, over the same place, with a sidecar on its own grid
+    from rasterio.warp import transform as warp_xy
+
+    xs, ys = warp_xy("EPSG:32633", "EPSG:32634", [500_000.0], [5_000_000.0])
+    t34 = utm_transform(x0=float(xs[0]), y0=float(ys[0]))
+    write_geotiff(tmp_path / "2021-02-01.tif", arr + 1, crs="EPSG:32634", transform=t34)
+    mask = np.zeros((1, 32, 32), np.uint8)
+    mask[0, :, 16:] = 1
+    write_geotiff(tmp_path / "2021-02-01.mask.tif", mask, crs="EPSG:32634", transform=t34)
+    ds = changescope.open(tmp_path, reproject=True)
+    valid = ds.valid.values[1]
+    assert ds.valid.values[0].all()
+    assert valid[:, :8].mean() > 0.5 and not valid[:, 24:].any()

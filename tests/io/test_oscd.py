@@ -87,13 +87,13 @@ def test_real_root_needs_city(shared_data):
     images = sample(shared_data, "oscd/images")
     assert detect_format(images) == "oscd"
     assert detect_format(images.parent) == "oscd"
-    with pytest.raises(ParameterError, match=r"'bercy'.*pass city="):
+    with pytest.raises(ParameterError, match=r"'bercy'.*pass --city NAME \(city= in Python\)"):
         changescope.open(images)
     with pytest.raises(ParameterError, match=r"city='atlantis'.*'paris'"):
         changescope.open(images.parent, city="atlantis")
     ds = changescope.open(images.parent, city="paris")
     assert ds.attrs["city"] == "paris" and "change" in ds
-    with pytest.raises(ParameterError, match="drop city="):
+    with pytest.raises(ParameterError, match=r"drop --city \(city= in Python\)"):
         changescope.open(images / "bercy", city="paris")
 
 

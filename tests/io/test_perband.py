@@ -322,3 +322,36 @@ def test_other_layouts_are_not_perband(tmp_path):
     for day in ("2020-01-01", "2020-02-01"):
         write_geotiff(single / f"scene_{day}.tif", _band(0), crs=TEST_CRS, transform=utm_transform())
     assert detect_format(single) == "geotiff_folder"
+
+
+@pytest.mark.realdata
+def test_truncated_real_band_file_is_named_at_open_and_when_read_later(shared_data, tmp_path):
+    import shutil
+
+    folder = tmp_path / "cbers"
+    shutil.copytree(sample(shared_data, CBERS), folder)
+    victim = folder / CBERS_FILE.format("B15", "2018-05-09")
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptFileError, match=r"B15_2018-05-09\.tif' is truncated") as err:
+        changescope.open(folder)
+    assert "\n" not in str(err.value)
+    # complete at open, cut short before the pixels are read (the lazy path)
+    victim.write_bytes(data)
+    ds = changescope.open(folder)
+    victim.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptFileError, match=r"B15_2018-05-09\.tif' could not be read") as err:
+        ds.image.load()
+    assert "\n" not in str(err.value)
+
+
+def test_mask_on_a_coarser_grid_of_the_same_extent_is_accepted(tmp_path):
+    write_geotiff(tmp_path / "S_B02_2020-01-01.tif", _band(0), crs=TEST_CRS, transform=utm_transform(10.0))
+    write_geotiff(tmp_path / "S_B03_2020-01-01.tif", _band(1), crs=TEST_CRS, transform=utm_transform(10.0))
+    cmask = np.zeros((2, 2), np.uint8)
+    cmask[1, 1] = 4
+    write_geotiff(tmp_path / "S_CMASK_2020-01-01.tif", cmask, crs=TEST_CRS, transform=utm_transform(40.0))
+    ds = changescope.open(tmp_path)
+    expected = np.zeros((8, 8), bool)
+    expected[4:, 4:] = True
+    np.testing.assert_array_equal(~ds.valid.values[0], expected)

@@ -225,14 +225,24 @@ class RunDir:
         return data
 
     # -- manifest ------------------------------------------------------------------------------------------------
-    def manifest(self) -> dict[str, Any]:
-        """The manifest (empty when the folder has none or an unreadable one: then nothing is reused)."""
+    def manifest(self, *, strict: bool = False) -> dict[str, Any]:
+        """The manifest: empty when the folder has none, or an unreadable one (then nothing is reused).
+
+        Raises:
+            CorruptFileError: ``strict`` and the manifest exists but is unreadable.
+        """
         path = self.root / MANIFEST
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return {}
-        return data if isinstance(data, dict) and data.get("changescope_manifest") == 1 else {}
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("changescope_manifest") == 1:
+            return data
+        if strict:
+            raise CorruptFileError(f"{str(path)!r} is unreadable; rerun `changescope run` into {str(self.root)!r}")
+        return {}
 
     def _write_manifest(self, data: dict[str, Any]) -> None:
         with atomic_path(self.root / MANIFEST) as tmp:
@@ -289,7 +299,7 @@ class RunDir:
         Raises:
             ParameterError: The stage has not finished in this folder (the message names the command to run).
         """
-        rec = self.manifest().get("stages", {}).get(stage)
+        rec = self.manifest(strict=True).get("stages", {}).get(stage)
         if not isinstance(rec, dict) or not rec.get("finished"):
             before = {"embed": "run", "score": "run", "discover": "score"}[stage]
             raise ParameterError(

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
     try:
-        returned = app(args=args, standalone_mode=False)
+        returned = app(args=args, standalone_mode=False, prog_name="changescope")
         if returned == 130:  # typer returns Ctrl-C as 130 outside standalone mode
             _interrupted()
         if isinstance(returned, int) and returned:
@@ -82,6 +82,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         _interrupted()
+    except OSError as err:  # a path the system refuses (not a folder, read-only, disk full)
+        if _state["debug"]:
+            raise
+        where = f" {err.filename!s}" if err.filename else ""
+        err_console.print(
+            f"[bold red]error:[/] cannot use{where}: {err.strerror or err}; check the path, its permissions and "
+            "the free space",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
     except typer.Exit as ex:
         if ex.exit_code == 130:  # typer turns Ctrl-C into Exit(130) outside standalone mode
             _interrupted()

@@ -6,9 +6,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
-import xarray as xr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -18,6 +16,8 @@ from changescope.errors import ChangescopeError, ParameterError
 from changescope.types import ShiftReference
 
 if TYPE_CHECKING:
+    import xarray as xr
+
     from changescope.quality import QualityReport
 
 __all__ = ["inspect_series", "register"]
@@ -35,6 +35,8 @@ def _summary(ds: xr.Dataset, path: Path) -> Table:
     crs = series_crs(ds)
     epsg = crs.to_epsg()
     res = series_transform(ds)
+    import pandas as pd
+
     times = pd.DatetimeIndex(ds["time"].values)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")

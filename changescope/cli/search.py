@@ -143,6 +143,7 @@ def search(
         if json_path is not None:
             _write_json(json_path, {"query": None, "results": _records(top)})
         return
+    catalog.position(like)  # an unknown event id fails before the index is built and saved
     index = ChangeIndex.open(catalog, IndexParams(kind=index_kind))
     results = index.query(like, k, dates=date_range, bbox=box, crs=crs, exclude_same_patch=exclude_same_patch, aois=aoi)
     q = catalog.frame.iloc[catalog.position(like)]

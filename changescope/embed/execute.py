@@ -48,6 +48,10 @@ from changescope.types import Device, PathLike
 __all__ = ["Device", "embed_series"]
 
 
+SCHEDULER_TIMEOUT_S = 10
+"""Seconds to wait for a dask scheduler given with ``--scheduler``."""
+
+
 def _jsonable(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
@@ -294,7 +298,15 @@ def embed_series(
             LocalCluster: Any = distributed.LocalCluster
 
             if scheduler is not None:
-                with Client(scheduler) as client:
+                try:
+                    client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+                except (OSError, TimeoutError) as err:
+                    raise ParameterError(
+                        f"--scheduler {scheduler!r} is unreachable ({type(err).__name__} after "
+                        f"{SCHEDULER_TIMEOUT_S} s); start it, or drop --scheduler to run here (--workers N for "
+                        "local processes)"
+                    ) from None
+                with client:
                     _run_distributed(tasks, bar.advance, client)
             else:
                 n = int(workers or 1)

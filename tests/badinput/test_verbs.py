@@ -149,6 +149,7 @@ CASES: dict[str, Case] = {
     "run_embeddings_not_a_store": Case(
         lambda w, t: (_run_args(w, t / "out", "--embeddings", str(w.aoi)), ["embeddings"], [w.aoi])
     ),
+    "run_scheduler_unreachable": _opt("--scheduler", "tcp://127.0.0.1:9", "--scheduler"),
     "run_device_typo": _opt("--device", "tpu", "--device", code=2),
     # run: paths
     "run_input_missing": Case(lambda w, t: (["run", str(t / "nope"), "--out", str(t / "o"), "--quiet"], ["nope"], [])),

@@ -15,12 +15,8 @@ for :func:`search_stac`. Relative asset hrefs in a JSON file are resolved agains
 
 from __future__ import annotations
 
-import importlib
-import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 import dask.array as da
@@ -29,14 +25,19 @@ import xarray as xr
 
 from changescope.errors import (
     BandMismatchError,
-    CorruptFileError,
     EmptySeriesError,
-    MissingDependencyError,
     NoImagesFoundError,
     ParameterError,
 )
 from changescope.io.raster import DEFAULT_CHUNK
 from changescope.io.registry import register_reader
+from changescope.io.stac_items import (
+    as_items,
+    looks_like_stac,
+    read_item_collection,
+    require,
+    stac_files,
+)
 from changescope.series import BandInfo, make_series
 
 __all__ = [
@@ -55,115 +56,8 @@ SCL_INVALID: frozenset[int] = frozenset({0, 1, 3, 8, 9, 10})
 DEFAULT_MASK_ASSET = "SCL"
 """Mask asset used when the items carry it; silently skipped when they do not."""
 
-_SNIFF_BYTES = 1 << 16
-_MAX_JSON_IN_FOLDER = 16
-_FEATURE_COLLECTION = re.compile(rb'"type"\s*:\s*"FeatureCollection"')
-_INSTALL_HINT = "pip install changescope[stac]"
 _OPEN_OPTIONS = frozenset({"crs", "resolution", "bbox", "patch_url", "sensor", "resampling", "geobox", "dtype"})
 """Reader options forwarded to :func:`open_stac` (``changescope.open`` refuses other layouts' options)."""
-
-
-def _require(module: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingDependencyError(
-            f"reading STAC needs the optional package {module.split('.')[0]!r}; install it with `{_INSTALL_HINT}`"
-        ) from err
-
-
-def _looks_like_stac(file: Path) -> bool:
-    """Sniff the head and tail of a JSON file for a STAC FeatureCollection (no full parse)."""
-    if not (file.is_file() and file.suffix.lower() == ".json"):
-        return False
-    try:
-        with file.open("rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
-            size = fh.seek(0, 2)
-            fh.seek(max(size - _SNIFF_BYTES, len(head)))
-            tail = fh.read()
-    except OSError:
-        return False
-    text = head + tail
-    return bool(_FEATURE_COLLECTION.search(text)) and b'"stac_version"' in text
-
-
-def _stac_files(folder: Path) -> list[Path]:
-    candidates = sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
-    if len(candidates) > _MAX_JSON_IN_FOLDER:
-        return []
-    return [p for p in candidates if _looks_like_stac(p)]
-
-
-def _item_errors(pystac: ModuleType) -> tuple[type[Exception], ...]:
-    """Exceptions pystac raises for a malformed item dict."""
-    errors = pystac.errors
-    return (
-        errors.STACError,
-        errors.STACTypeError,
-        errors.RequiredPropertyMissing,
-        KeyError,
-        TypeError,
-        ValueError,
-        AttributeError,
-    )
-
-
-def _absolute_href(href: str, folder: Path) -> str:
-    if "://" in href or Path(href).is_absolute():
-        return href
-    return str((folder / href).resolve())
-
-
-def read_item_collection(path: Path | str) -> list[Any]:
-    """Read a local ItemCollection / FeatureCollection JSON (or a single Item) as :class:`pystac.Item` objects.
-
-    Relative asset hrefs are made absolute against the file's folder.
-
-    Raises:
-        MissingDependencyError: pystac is not installed.
-        CorruptFileError: The file is not valid JSON or not STAC items.
-        EmptySeriesError: The collection holds no item.
-    """
-    pystac = _require("pystac")
-    file = Path(path)
-    try:
-        raw = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CorruptFileError(f"{str(file)!r} is not readable JSON ({err}); re-export the item collection") from err
-    if not isinstance(raw, dict) or raw.get("type") not in ("FeatureCollection", "Feature"):
-        raise CorruptFileError(
-            f"{str(file)!r} is not a STAC ItemCollection (top-level 'type' is "
-            f"{raw.get('type') if isinstance(raw, dict) else type(raw).__name__!r}, expected 'FeatureCollection')"
-        )
-    features = raw.get("features", []) if raw["type"] == "FeatureCollection" else [raw]
-    if not isinstance(features, list):
-        raise CorruptFileError(f"{str(file)!r} has a 'features' member that is not a list")
-    if not features:
-        raise EmptySeriesError(f"{str(file)!r} holds no STAC item; search again with a wider bbox or date range")
-    items = []
-    for i, feature in enumerate(features):
-        try:
-            item = pystac.Item.from_dict(feature, preserve_dict=False)
-        except _item_errors(pystac) as err:
-            raise CorruptFileError(f"feature {i} of {str(file)!r} is not a valid STAC item: {err!r}") from err
-        for asset in item.assets.values():
-            asset.href = _absolute_href(asset.href, file.parent)
-        items.append(item)
-    return items
-
-
-def _as_items(items: Iterable[Any]) -> list[Any]:
-    pystac = _require("pystac")
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, Mapping):
-            try:
-                item = pystac.Item.from_dict(dict(item))
-            except _item_errors(pystac) as err:
-                raise ParameterError(f"items[{i}] is not a valid STAC item: {err!r}") from err
-        out.append(item)
-    return out
 
 
 def _asset_names(items: Sequence[Any]) -> list[str]:
@@ -209,7 +103,7 @@ def _band_info(items: Sequence[Any], name: str) -> BandInfo:
 
 
 def _default_bands(items: Sequence[Any], exclude: str | None) -> list[str]:
-    odc_stac = _require("odc.stac")
+    odc_stac = require("odc.stac")
     names: dict[str, None] = {}
     for parsed in odc_stac.parse_items(items):
         for key in parsed.bands:
@@ -268,8 +162,8 @@ def open_stac(
         BandMismatchError: A band or the named mask asset is not an asset of the items.
         ParameterError: odc-stac cannot build the pixel grid from the items and options.
     """
-    odc_stac = _require("odc.stac")
-    item_list = _as_items(items)
+    odc_stac = require("odc.stac")
+    item_list = as_items(items)
     if not item_list:
         raise EmptySeriesError("no STAC item to load; search again with a wider bbox or date range")
     available = _asset_names(item_list)
@@ -353,7 +247,7 @@ def search_items(
         MissingDependencyError: pystac-client is not installed.
         ParameterError: The search failed (bad URL, collection or network).
     """
-    client_mod = _require("pystac_client")
+    client_mod = require("pystac_client")
     errors = (client_mod.exceptions.APIError, OSError, ValueError)
     try:
         client = client_mod.Client.open(url, modifier=modifier)
@@ -411,8 +305,8 @@ class StacReader:
     def can_open(self, path: Path) -> bool:
         """A ``.json`` FeatureCollection of STAC items, or a folder with exactly one (sniffed, not parsed)."""
         if path.is_dir():
-            return len(_stac_files(path)) == 1
-        return _looks_like_stac(path)
+            return len(stac_files(path)) == 1
+        return looks_like_stac(path)
 
     def open(
         self,
@@ -442,7 +336,7 @@ class StacReader:
         """
         file = path
         if path.is_dir():
-            found = _stac_files(path)
+            found = stac_files(path)
             if not found:
                 raise NoImagesFoundError(f"no STAC ItemCollection *.json in {str(path)!r}; point at the JSON file")
             if len(found) > 1:

@@ -236,6 +236,17 @@ def series_truth(
     )
 
 
+def _crs_name(crs: Any) -> str:
+    """A short name of a CRS for messages (``EPSG:32633``, else its first 60 characters)."""
+    from rasterio.crs import CRS
+
+    try:
+        epsg = CRS.from_user_input(crs).to_epsg()
+    except Exception:  # any CRS rasterio cannot name
+        epsg = None
+    return f"EPSG:{epsg}" if epsg else str(crs)[:60]
+
+
 def truth_on_series_grid(
     truth: xr.DataArray, series: xr.Dataset, *, source: str, nodata: int = -1
 ) -> NDArray[np.int64]:
@@ -281,7 +292,8 @@ def truth_on_series_grid(
     if have[0] >= want[2] or have[2] <= want[0] or have[1] >= want[3] or have[3] <= want[1]:
         error = CRSMismatchError if crs != dst_crs else GridMismatchError
         raise error(
-            f"truth {source!r} ({crs}) covers {tuple(round(v, 3) for v in have)!r} but the series ({dst_crs}) covers "
+            f"truth {source!r} ({_crs_name(crs)}) covers {tuple(round(v, 3) for v in have)!r} but the series "
+            f"({_crs_name(dst_crs)}) covers "
             f"{tuple(round(v, 3) for v in want)!r}: they do not overlap; pass the truth of the same scene"
         )
     what = f"is in {crs} but the series is in {dst_crs}" if crs != dst_crs else "is on another grid than the series"

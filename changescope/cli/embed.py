@@ -26,7 +26,12 @@ def embed(
         int | None, typer.Option("--stride", "-s", help="Step between patches in pixels [default: the patch size].")
     ] = None,
     weights: Annotated[
-        str | None, typer.Option("--weights", help="Weights: a local path, a Hugging Face repo id or 'random'.")
+        str | None,
+        typer.Option(
+            "--weights",
+            help="Weights: a tag such as resnet18.sentinel2_all_moco (see changescope.encoders.list_weights()), "
+            "a local path, a Hugging Face repo id or 'random'.",
+        ),
     ] = None,
     format: Annotated[str | None, typer.Option("--format", help="Series reader; auto-detected when omitted.")] = None,
     aoi: Annotated[str | None, typer.Option("--aoi", help="AOI of a DynamicEarthNet root.")] = None,

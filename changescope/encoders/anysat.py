@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,88 +36,27 @@ import numpy as np
 import torch
 
 from changescope.encoders.bands import band_indices
-from changescope.encoders.base import BandSpec, Encoder, EncoderMeta, Normalization, WeightsSource
-from changescope.encoders.registry import register_encoder
-from changescope.encoders.weights import is_offline, load_state_dict
-from changescope.errors import BandMismatchError, CorruptFileError, ParameterError, WeightsNotFoundError
+from changescope.encoders.base import ChannelMismatchError, Encoder
+from changescope.encoders.catalog import (
+    ANYSAT_META,
+    ANYSAT_MODALITIES,
+    ANYSAT_REPO,
+    ANYSAT_TOKENS_PER_SIDE,
+    AnySatModality,
+)
+from changescope.encoders.meta import EncoderMeta, Normalization
+from changescope.encoders.weights import is_offline, load_state_dict, parse_weights
+from changescope.errors import CorruptFileError, ParameterError, WeightsNotFoundError
 from changescope.series import BandInfo
 
-__all__ = ["ANYSAT_MODALITIES", "AnySatEncoder", "AnySatModality", "day_of_year"]
+__all__ = ["ANYSAT_META", "ANYSAT_MODALITIES", "AnySatEncoder", "AnySatModality", "create_anysat", "day_of_year"]
 
 AnySatOutput = Literal["patch", "dense"]
 AnySatPool = Literal["mean", "tile"]
-DEFAULT_REPO = "gastruc/anysat"
-TOKENS_PER_SIDE = 16
-"""Preferred tile side in patches (16 x 16 = 256 tokens; AnySat advises at most 1024 per tile)."""
+DEFAULT_REPO = ANYSAT_REPO
+TOKENS_PER_SIDE = ANYSAT_TOKENS_PER_SIDE
 HUB_CHECKPOINT = "AnySat.pth"
 """File name of the published weights in torch.hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``)."""
-
-
-@dataclass(frozen=True)
-class AnySatModality:
-    """One AnySat input modality, as data.
-
-    Attributes:
-        name: AnySat's dict key.
-        bands: Expected bands in order.
-        resolution: Nominal metres per pixel.
-        time_series: Whether AnySat wants ``(B, T, C, H, W)`` plus ``<name>_dates``.
-        subpatch: Pixels per side of the ``output="dense"`` cells.
-        default_patch: Default ``patch_size`` in pixels.
-        normalization: Default normalisation (reflectance units).
-    """
-
-    name: str
-    bands: tuple[BandSpec, ...]
-    resolution: float
-    time_series: bool
-    subpatch: int
-    default_patch: int
-    normalization: Normalization = field(default_factory=Normalization)
-
-
-def _meanstd(pairs: Sequence[tuple[float, float]]) -> Normalization:
-    return Normalization("meanstd", tuple(m for m, _ in pairs), tuple(s for _, s in pairs))
-
-
-# fmt: off
-_S2 = tuple(
-    BandSpec(n, w)
-    for n, w in [("B02", 0.490), ("B03", 0.560), ("B04", 0.665), ("B05", 0.705), ("B06", 0.740), ("B07", 0.783),
-                 ("B08", 0.842), ("B8A", 0.865), ("B11", 1.610), ("B12", 2.190)]
-)
-# Clay's sentinel-2-l2a statistics / 10000 (same band order as AnySat's S2 input).
-_S2_NORM = _meanstd(
-    [(0.1105, 0.1809), (0.1355, 0.1757), (0.1552, 0.1888), (0.1887, 0.1870), (0.2422, 0.1732), (0.2630, 0.1697),
-     (0.2743, 0.1742), (0.2785, 0.1648), (0.2388, 0.1470), (0.1835, 0.1379)]
-)
-# Clay's planetscope-sr statistics / 10000, in R, G, B, NIR order.
-_RGBN = (BandSpec("red", 0.665), BandSpec("green", 0.560), BandSpec("blue", 0.490), BandSpec("nir", 0.842))
-_RGBN_NORM = _meanstd([(0.2290, 0.0868), (0.2088, 0.0768), (0.1715, 0.0698), (0.3970, 0.0914)])
-# Clay's landsat-c2l2-sr statistics converted to reflectance (DN * 2.75e-5 - 0.2), Landsat 7 band order.
-_L7 = (
-    BandSpec("blue", 0.485), BandSpec("green", 0.560), BandSpec("red", 0.660), BandSpec("nir", 0.835),
-    BandSpec("swir1", 1.650), BandSpec("swir2", 2.220),
-)
-_L7_NORM = _meanstd([(0.1430, 0.2790), (0.1660, 0.2587), (0.1769, 0.2634), (0.2895, 0.2276), (0.2019, 0.1458),
-                     (0.1493, 0.1244)])
-
-ANYSAT_MODALITIES: dict[str, AnySatModality] = {
-    m.name: m
-    for m in (
-        AnySatModality("s2", _S2, 10.0, True, 1, 4, _S2_NORM),
-        AnySatModality("l7", _L7, 30.0, True, 1, 2, _L7_NORM),
-        AnySatModality("s1-asc", (BandSpec("VV"), BandSpec("VH")), 10.0, True, 1, 4),
-        AnySatModality("s1", (BandSpec("VV"), BandSpec("VH"), BandSpec("ratio")), 10.0, True, 1, 4),
-        AnySatModality("alos", (BandSpec("HH"), BandSpec("HV"), BandSpec("ratio")), 30.0, True, 1, 2),
-        AnySatModality("naip", _RGBN, 1.25, False, 8, 8, _RGBN_NORM),
-        AnySatModality("spot", _RGBN[:3], 1.0, False, 10, 10, Normalization("meanstd", _RGBN_NORM.mean[:3],
-                                                                          _RGBN_NORM.std[:3])),
-        AnySatModality("aerial", _RGBN, 0.2, False, 10, 50, _RGBN_NORM),
-    )
-}
-# fmt: on
-"""Supported AnySat modalities (README "Format your data"; aerial-flair, l8 and modis are not exposed)."""
 
 
 def day_of_year(dates: Sequence[Any]) -> torch.Tensor:
@@ -148,13 +87,13 @@ def _how_to(repo: str) -> str:
 
 def _load_hub(weights: str | None, checkpoint: str | None, hub_kwargs: dict[str, Any]) -> tuple[Any, str]:
     """Load the hub model; returns ``(module, weights_id)``."""
-    repo = weights or DEFAULT_REPO
-    local = Path(repo).expanduser()
-    if local.is_dir():
-        if not (local / "hubconf.py").is_file():
+    spec = parse_weights(weights, "anysat")
+    repo = spec.tag.source.ref if spec.tag is not None else spec.ref or DEFAULT_REPO
+    if spec.kind == "path" and spec.path is not None and spec.path.is_dir():
+        if not (spec.path / "hubconf.py").is_file():
             raise WeightsNotFoundError(f"weights={repo!r} is a folder without hubconf.py; give an AnySat clone")
-        where, source = str(local), "local"
-    elif repo.count("/") == 1 and not repo.startswith((".", "/", "~")):
+        where, source = str(spec.path), "local"
+    elif spec.kind in ("default", "tag", "repo"):
         cached = _cached_clone(repo) if is_offline() else None
         if is_offline() and cached is None:
             raise WeightsNotFoundError(_how_to(repo))
@@ -246,7 +185,7 @@ class AnySatEncoder(Encoder):
 
     def _run(self, tiles: torch.Tensor, dates: Sequence[Any] | None, output: str) -> torch.Tensor:
         if tiles.ndim != 4 or tiles.shape[1] != len(self.meta.bands):
-            raise BandMismatchError(
+            raise ChannelMismatchError(
                 f"tiles have shape {tuple(tiles.shape)!r} but AnySat modality {self.modality.name!r} needs "
                 f"{len(self.meta.bands)} bands {[b.name for b in self.meta.bands]!r}; map the series bands first"
             )
@@ -313,7 +252,7 @@ class AnySatEncoder(Encoder):
         return self.feature_map(tiles, dates=dates).mean(dim=(-2, -1))
 
 
-def _make_anysat(
+def create_anysat(
     meta: EncoderMeta,
     weights: str | None = None,
     *,
@@ -332,7 +271,8 @@ def _make_anysat(
 
     Args:
         meta: Registered metadata.
-        weights: ``None`` (``gastruc/anysat`` on GitHub), a local clone folder, or a GitHub ``"owner/repo"``.
+        weights: ``None`` (``gastruc/anysat`` on GitHub), a local clone folder, a GitHub ``"owner/repo"``, or the
+            weights tag ``anysat.base``.
         modality: AnySat modality the series is fed as (see :data:`ANYSAT_MODALITIES`).
         patch_size: Patch side in pixels of the modality grid (``None`` = the modality default).
         output: ``"patch"`` or ``"dense"``.
@@ -387,20 +327,3 @@ def _make_anysat(
         instance_meta, module, mod, token_px=token_px, output=output, pool=pool, doy=doy, weights_id=weights_id
     )
     return enc.to(device)
-
-
-register_encoder(
-    EncoderMeta(
-        name="anysat",
-        family="anysat",
-        bands=ANYSAT_MODALITIES["s2"].bands,
-        gsd=10.0,
-        input_size=ANYSAT_MODALITIES["s2"].default_patch * TOKENS_PER_SIDE,
-        patch_size=ANYSAT_MODALITIES["s2"].default_patch,
-        embed_dim=768,
-        normalization=ANYSAT_MODALITIES["s2"].normalization,
-        weights=WeightsSource("torchhub", DEFAULT_REPO),
-        licence="MIT",
-        description="AnySat base (JEPA, multi-modal) via torch.hub",
-    )
-)(_make_anysat)

@@ -32,7 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from changescope.encoders.base import BandSpec, Encoder, EncoderMeta, Normalization, WeightsSource
+from changescope.encoders.backbone import build_backbone, feature_stages, load_backbone_state
+from changescope.encoders.base import Encoder
+from changescope.encoders.meta import BandSpec, EncoderMeta, Normalization, WeightsSource
 from changescope.encoders.weights import load_state_dict
 from changescope.errors import CorruptFileError, ParameterError, UnknownFormatError, WeightsNotFoundError
 from changescope.types import PathLike
@@ -108,8 +110,6 @@ def _timm_name(architecture: str) -> str | None:
 def _stage_for_stride(arch: str, stride: int) -> int:
     import timm
 
-    from changescope.encoders.timm_cnn import feature_stages
-
     stages = feature_stages(timm.create_model(arch, pretrained=False, features_only=True))
     matches = [i for i, (r, _) in enumerate(stages) if r == stride]
     if len(matches) != 1:
@@ -148,7 +148,6 @@ def save_checkpoint_encoder(
             with the architecture (the same checks loading makes, so a written checkpoint always loads).
     """
     from changescope import __version__
-    from changescope.encoders.timm_cnn import build_backbone, feature_stages, load_backbone_state
 
     arch = _timm_name(architecture)
     if arch is None:
@@ -265,7 +264,7 @@ def load_checkpoint_encoder(path: PathLike, *, device: str | torch.device | None
         UnknownFormatError: Unknown architecture or a newer format.
         ParameterError: Options other than ``device`` were given.
     """
-    from changescope.encoders.timm_cnn import TimmCNNEncoder, build_backbone, feature_stages, load_backbone_state
+    from changescope.encoders.timm_cnn import TimmCNNEncoder
 
     if kwargs:
         raise ParameterError(

@@ -33,20 +33,24 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from changescope.encoders.base import BandSpec, Encoder, EncoderMeta, Normalization, WeightsSource
+from changescope.encoders.base import ChannelMismatchError, Encoder
+from changescope.encoders.catalog import CLAY_META, CLAY_TEST_META
 from changescope.encoders.clay_model import CLAY_CONFIGS, ClayConfig, ClayEncoderNet, load_clay_weights
-from changescope.encoders.registry import register_encoder
+from changescope.encoders.meta import BandSpec, EncoderMeta, Normalization
 from changescope.encoders.weights import resolve_weights
 from changescope.errors import BandMismatchError, ParameterError
 from changescope.series import BandInfo
 
 __all__ = [
+    "CLAY_META",
     "CLAY_PLATFORMS",
+    "CLAY_TEST_META",
     "ClayBand",
     "ClayEncoder",
     "ClayPlatform",
     "clay_latlon_code",
     "clay_time_code",
+    "create_clay",
 ]
 
 ClayPool = Literal["mean", "cls"]
@@ -300,7 +304,7 @@ class ClayEncoder(Encoder):
             ParameterError: ``H`` or ``W`` is not a multiple of the patch size.
         """
         if tiles.ndim != 4 or tiles.shape[1] != len(self.waves):
-            raise BandMismatchError(
+            raise ChannelMismatchError(
                 f"tiles have shape {tuple(tiles.shape)!r} but encoder {self.meta.name!r} was built for "
                 f"{len(self.waves)} bands {[b.name for b in self.meta.bands]!r}; create it with bands= of this series"
             )
@@ -346,7 +350,7 @@ class ClayEncoder(Encoder):
         return tok[:, 0] if self.pool == "cls" else tok[:, 1:].mean(dim=1)
 
 
-def _make_clay(
+def create_clay(
     meta: EncoderMeta,
     weights: str | None = None,
     *,
@@ -362,7 +366,8 @@ def _make_clay(
 
     Args:
         meta: Registered metadata.
-        weights: ``None`` (default source), a local checkpoint path or Hugging Face repo id, or ``"random"``.
+        weights: ``None`` (default source), a local checkpoint path, a Hugging Face repo id, a weights tag
+            (``clay.v1_5``), or ``"random"``.
         bands: The series bands (names or :class:`BandInfo` with wavelengths); ``None`` = Clay's 10 Sentinel-2
             bands.
         gsd: Metres per pixel of the series; ``None`` = the platform's.
@@ -408,38 +413,3 @@ def _make_clay(
     waves = [float(b.wavelength) for b in infos if b.wavelength is not None]
     enc = ClayEncoder(instance_meta, net, waves, the_gsd, pool=pool, latlon=latlon, weights_id=weights_id)
     return enc.to(device)
-
-
-_CLAY_DESCRIPTION = "Clay v1.5 ViT-L/8, wavelength-aware patch embedding; any optical bands"
-
-register_encoder(
-    EncoderMeta(
-        name="clay",
-        family="clay",
-        bands=(),
-        gsd=None,
-        input_size=256,
-        patch_size=8,
-        embed_dim=CLAY_CONFIGS["clay"].dim,
-        normalization=Normalization("meanstd"),
-        weights=WeightsSource("hf", "made-with-clay/Clay", "v1.5/clay-v1.5.ckpt"),
-        licence="Apache-2.0",
-        description=_CLAY_DESCRIPTION,
-    )
-)(_make_clay)
-
-register_encoder(
-    EncoderMeta(
-        name="clay_test",
-        family="clay",
-        bands=(),
-        gsd=None,
-        input_size=32,
-        patch_size=8,
-        embed_dim=CLAY_CONFIGS["clay_test"].dim,
-        normalization=Normalization("meanstd"),
-        weights=WeightsSource("none"),
-        licence="Apache-2.0",
-        description="tiny Clay (dim 32, depth 2) sharing the clay code path, for tests",
-    )
-)(_make_clay)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from changescope.encoders.weights import check_state_dict
 from changescope.errors import CorruptFileError
 
 __all__ = [
@@ -413,19 +414,14 @@ def load_clay_weights(net: ClayEncoderNet, path: Path, name: str) -> ClayEncoder
         CorruptFileError: Unreadable file, or keys missing, unexpected or of the wrong shape.
     """
     sd = read_clay_state_dict(path)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = sorted(k for k in set(sd) & set(expected) if tuple(sd[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong:
-        parts = [
-            f"{label} {len(keys)} key(s) {keys[:4]!r}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong))
-            if keys
-        ]
-        raise CorruptFileError(
-            f"weights={str(path)!r} do not match encoder {name!r} ({'; '.join(parts)}); pass the Clay v1.5 "
-            f"checkpoint for 'clay', or a checkpoint written for {name!r} (see changescope.testing.checkpoints_insitu)"
-        )
+    check_state_dict(
+        net.state_dict(),
+        sd,
+        what=repr(str(path)),
+        target=f"encoder {name!r}",
+        fix=f"pass the Clay v1.5 checkpoint for 'clay', or a checkpoint written for {name!r} "
+        "(see changescope.testing.checkpoints_insitu)",
+        error=CorruptFileError,
+    )
     net.load_state_dict(sd, strict=True)
     return net

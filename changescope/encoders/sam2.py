@@ -41,19 +41,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from changescope.encoders.base import Encoder, EncoderMeta, Normalization, WeightsSource
-from changescope.encoders.registry import register_encoder
-from changescope.encoders.vit import (
-    RGB_BANDS,
-    RGB_STRETCH,
+from changescope.encoders.base import Encoder
+from changescope.encoders.catalog import SAM2, SAM2_REPO, SAM2_TEST
+from changescope.encoders.meta import EncoderMeta, Normalization
+from changescope.encoders.pretrained import (
     hf_model_dir,
     hub_revision,
     load_pretrained_folder,
-    looks_like_repo,
     read_hf_config,
     resolve_normalization,
     seeded,
 )
+from changescope.encoders.weights import parse_weights
 from changescope.errors import ParameterError, WeightsNotFoundError
 
 __all__ = [
@@ -67,9 +66,6 @@ __all__ = [
     "size_multiple",
     "tiny_sam2_config",
 ]
-
-SAM2_REPO = "facebook/sam2.1-hiera-base-plus"
-"""Default weights: SAM 2.1 Hiera base-plus in the transformers format (Apache-2.0)."""
 
 _SAM2_TYPES = ("sam2", "sam2_video", "sam2_vision_model")
 
@@ -227,22 +223,21 @@ class Sam2Encoder(Encoder):
 
 def _folder(meta: EncoderMeta, weights: str | None) -> tuple[Path, str | None]:
     """The local ``save_pretrained`` folder for ``weights`` and the repo id it came from (``None``: a path)."""
-    if weights is None:
-        return hf_model_dir(meta.weights.ref, meta.name), meta.weights.ref
-    path = Path(weights).expanduser()
-    if path.is_dir():
-        return path, None
-    if path.exists():
+    spec = parse_weights(weights, meta.name)
+    if spec.kind in ("default", "tag", "repo"):
+        repo = spec.tag.source.ref if spec.tag is not None else spec.ref or meta.weights.ref
+        return hf_model_dir(repo, meta.name), repo
+    if spec.kind == "path" and spec.path is not None:
+        if spec.path.is_dir():
+            return spec.path, None
         raise ParameterError(
             f"weights={weights!r} for encoder {meta.name!r} is a file; SAM 2 loads a transformers save_pretrained "
             f"folder (config.json + model.safetensors) or a hub repo id such as {SAM2_REPO!r}; the official "
             "sam2 package's .pt checkpoints are not read"
         )
-    if looks_like_repo(weights):
-        return hf_model_dir(weights, meta.name), weights
     raise WeightsNotFoundError(
         f"weights={weights!r} for encoder {meta.name!r} does not exist; pass a save_pretrained folder, a Hugging "
-        "Face repo id or 'random'"
+        "Face repo id, a weights tag or 'random'"
     )
 
 
@@ -259,7 +254,7 @@ def create_sam2(
     Args:
         meta: Registry metadata of the variant.
         weights: ``None`` (the default repo; random for ``sam2_test``), ``"random"``, a ``save_pretrained``
-            folder, or a Hugging Face repo id.
+            folder, a Hugging Face repo id, or a weights tag (``sam2.hiera_base_plus``).
         normalization: Input normalisation replacing the metadata's (``"stretch"``, ``"fixed"`` or a
             :class:`~changescope.encoders.base.Normalization`, see :mod:`changescope.encoders.vit`).
         device: Where the model runs.
@@ -292,34 +287,3 @@ def create_sam2(
     no_mem = getattr(model, "no_memory_embedding", None)
     weights_id = f"{ref}{hub_revision(folder)}" if ref else str(folder)
     return Sam2Encoder(meta, vision, no_mem, weights_id=weights_id, device=device)
-
-
-SAM2 = EncoderMeta(
-    name="sam2",
-    family="sam2",
-    bands=RGB_BANDS,
-    gsd=None,
-    input_size=1024,
-    patch_size=16,
-    embed_dim=256,
-    normalization=RGB_STRETCH,
-    weights=WeightsSource("hf", SAM2_REPO),
-    licence="Apache-2.0",
-    description="SAM 2.1 Hiera base-plus image encoder (FPN stride-16 embeddings), RGB, 16 px tokens, 256-d",
-)
-SAM2_TEST = EncoderMeta(
-    name="sam2_test",
-    family="sam2",
-    bands=RGB_BANDS,
-    gsd=None,
-    input_size=64,
-    patch_size=16,
-    embed_dim=256,
-    normalization=RGB_STRETCH,
-    weights=WeightsSource("none"),
-    licence="Apache-2.0",
-    description="tiny random SAM 2 Hiera image encoder (256-d neck) for tests",
-)
-
-for _m in (SAM2, SAM2_TEST):
-    register_encoder(_m)(create_sam2)

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from changescope.encoders.bands import ALIASES
-from changescope.encoders.base import BandSpec, Encoder, EncoderMeta, Normalization, WeightsSource
-from changescope.encoders.registry import register_encoder
+from changescope.encoders.base import Encoder
+from changescope.encoders.catalog import SPECTRAL_BANDS, SPECTRAL_META
+from changescope.encoders.meta import BandSpec, EncoderMeta
 from changescope.errors import ParameterError
 from changescope.series import KNOWN_WAVELENGTHS, BandInfo
 
@@ -53,7 +54,7 @@ INDICES: tuple[tuple[str, str, str], ...] = (
 )
 """Normalised-difference indices ``(name, a, b)`` computed as ``(a - b) / (a + b)`` when both bands exist."""
 
-DEFAULT_BANDS: tuple[BandSpec, ...] = tuple(BandSpec(n, KNOWN_WAVELENGTHS[n]) for n in ("blue", "green", "red", "nir"))
+DEFAULT_BANDS: tuple[BandSpec, ...] = SPECTRAL_BANDS
 """The 4-band case the registered metadata documents (PlanetScope / DynamicEarthNet order)."""
 
 _TEXTURE = ("brightness", "gradient", "local_std")
@@ -238,25 +239,10 @@ class SpectralEncoder(Encoder):
             return torch.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).float()
 
 
-META = EncoderMeta(
-    adaptive_bands=True,
-    accepts_nan=True,
-    name="spectral",
-    family="spectral",
-    bands=DEFAULT_BANDS,
-    gsd=None,
-    input_size=256,
-    patch_size=8,
-    embed_dim=len(spectral_feature_names(DEFAULT_BANDS)),
-    normalization=Normalization("none"),
-    weights=WeightsSource("none"),
-    licence="Apache-2.0",
-    description="Training-free per-cell band medians/IQRs, spectral indices and texture; adapts to any bands",
-)
+META = SPECTRAL_META
 """Registered metadata: the default blue, green, red, nir case (13 features, 8 px cells)."""
 
 
-@register_encoder(META)
 def create_spectral_encoder(
     meta: EncoderMeta,
     weights: str | None = None,

@@ -55,7 +55,20 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("world")
     make_aoi(root / "aoi", seed=8, size=128, months=6)
-    main_ok(["run", str(root / "aoi"), "--out", str(root / "run"), "--subdivide", "1", "--quiet", "--no-report", "--threshold", "otsu"])
+    main_ok(
+        [
+            "run",
+            str(root / "aoi"),
+            "--out",
+            str(root / "run"),
+            "--subdivide",
+            "1",
+            "--quiet",
+            "--no-report",
+            "--threshold",
+            "otsu",
+        ]
+    )
     return World(root / "aoi", root / "run", root)
 
 
@@ -231,7 +244,8 @@ CASES: dict[str, Case] = {
     ),
     "embed_out_is_a_file": Case(
         lambda w, t: (
-            (t / "f.txt").write_text("keep") and ["embed", str(w.aoi), "--encoder", "spectral", "--patch-size", "32", "--out", str(t / "f.txt")],
+            (t / "f.txt").write_text("keep")
+            and ["embed", str(w.aoi), "--encoder", "spectral", "--patch-size", "32", "--out", str(t / "f.txt")],
             ["f.txt"],
             [t / "f.txt", w.aoi],
         )

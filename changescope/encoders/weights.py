@@ -275,11 +275,26 @@ def load_state_dict(path: Path) -> dict[str, Any]:
 
             sd: Any = load_file(str(path))
         else:
+            import pickle
+            import warnings
+
             import torch
 
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about old pickle protocols; the file is checked below
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                try:
+                    sd = torch.load(path, map_location="cpu", weights_only=True)
+                except pickle.UnpicklingError:
+                    raise CorruptFileError(
+                        f"{str(path)!r} holds Python objects besides tensors, which changescope never unpickles; "
+                        "save a plain state dict (or safetensors) and pass that"
+                    ) from None
+    except CorruptFileError:
+        raise
     except Exception as err:  # safetensors and torch raise a variety of errors for bad files
-        raise CorruptFileError(f"{str(path)!r} is not a loadable weights file ({err}); re-download it") from err
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CorruptFileError(f"{str(path)!r} is not a loadable weights file ({reason}); re-download it") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]

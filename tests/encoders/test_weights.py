@@ -104,9 +104,11 @@ def test_load_state_dict_refuses_pickled_code(tmp_path: Path) -> None:
             return (open, (str(sentinel), "w"))
 
     torch.save({"a": Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(CorruptFileError, match=r"evil\.pth"):
+    with pytest.raises(CorruptFileError, match=r"evil\.pth") as err:
         load_state_dict(tmp_path / "evil.pth")
     assert not sentinel.exists()
+    message = str(err.value)
+    assert "\n" not in message and "weights_only=False" not in message  # never torch's advice to unpickle
 
 
 def test_load_state_dict_bad_files(tmp_path: Path) -> None:

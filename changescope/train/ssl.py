@@ -49,8 +49,11 @@ __all__ = [
     "TrainResult",
     "epoch_generator",
     "open_inputs",
+    "resolve_device",
+    "torch_threads",
     "train_ssl",
     "training_patches",
+    "training_progress",
 ]
 
 RESUMABLE_FIELDS = frozenset({"optim.epochs", "out", "device", "threads"})
@@ -121,7 +124,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """The torch device of a ``device`` option (``"auto"``: CUDA when available)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -130,7 +134,8 @@ def _resolve_device(device: str) -> torch.device:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (unchanged when ``None``), restoring the count after."""
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -317,7 +322,8 @@ def _series_gsd(ds: xr.Dataset) -> float | None:
     return res if math.isfinite(res) and res > 0 else None
 
 
-def _progress(enabled: bool) -> Any:
+def training_progress(enabled: bool) -> Any:
+    """A rich progress bar for training (disabled: renders nothing)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -383,9 +389,9 @@ def train_ssl(
             f"out={str(out)!r} already holds checkpoints of a run; pass --resume (resume=True) to continue it, or "
             "choose another out folder"
         )
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     d = config.data
-    with _threads(config.threads):
+    with torch_threads(config.threads):
         series = open_inputs(d)
         patches = training_patches(config, series)
         if config.optim.batch_size > patches.n_locations:
@@ -419,7 +425,7 @@ def _train_epochs(
     cfg = trainer.config
     epochs, start = cfg.optim.epochs, len(history) + 1
     steps = trainer.patches.n_locations // cfg.optim.batch_size
-    with _progress(progress) as bar:
+    with training_progress(progress) as bar:
         task = bar.add_task("", total=(epochs - start + 1) * steps)
         for e in range(start, epochs + 1):
             running: list[float] = []

@@ -1,0 +1,1 @@
+"""Tests of changescope.multimodal (optical/SAR change detection)."""

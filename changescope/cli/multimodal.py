@@ -1,11 +1,14 @@
 """The ``changescope multimodal`` command group: optical-before / SAR-after change detection (methods.md §3).
 
 ``index`` builds the window index (patch metadata, no stored patches) of a BRIGHT / DFC25 root or of one pair of
-co-registered rasters. Defaults come from :class:`changescope.multimodal.index.IndexParams`.
+co-registered rasters. Defaults come from :class:`changescope.multimodal.index.IndexParams`. ``default-config``,
+``train``, ``predict`` and ``threshold`` live in :mod:`changescope.cli.multimodal_train`, registered on the same
+:data:`mm_app` by :func:`register`.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -156,5 +159,6 @@ def index_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``multimodal`` command group to ``app``."""
+    """Add the ``multimodal`` command group to ``app``, with the commands of ``changescope.cli.multimodal_train``."""
+    import_module("changescope.cli.multimodal_train")  # registers default-config, train, predict, threshold
     app.add_typer(mm_app, name="multimodal")

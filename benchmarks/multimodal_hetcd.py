@@ -1,0 +1,237 @@
+"""Heterogeneous change detection on the real ``hetcd`` pairs: training-free baselines vs a tiny trained model.
+
+For each real pair in ``../shared/data/hetcd`` (shuguang and yellowriver: SAR before, optical after; italy: one
+near-infrared band before, read as the 1-band side, optical after; img7: optical/optical) and 2 seeded synthetic
+optical/SAR pairs (:func:`changescope.multimodal.synthetic.make_pair`), the pixel ROC AUC of each baseline of
+:mod:`changescope.multimodal.baselines` against the change map:
+
+- ``lr``: :func:`~changescope.multimodal.baselines.log_ratio_cva` (``mode="log_ratio"``);
+- ``cva``: the same with ``mode="rank"``;
+- ``sc``: :func:`~changescope.multimodal.baselines.structure_consistency` (defaults);
+- ``siam0``: :func:`~changescope.multimodal.baselines.untrained_siamese` (ResNet-34, seed 0, window 64, stride 32).
+
+With ``--train`` (default on), a tiny pseudo-siamese model per scene: the window index with ``split="halves"``
+(train on the left half, evaluate on the right; ROIs straddling the middle dropped), ``--context`` px context
+around a 16 px ROI at stride 8, ``--arch`` backbones, Adam at ``--lr`` (1e-3, not the published 1e-5: a few
+minutes of CPU), ``--epochs`` x ``--steps`` batches of ``--batch`` at the published negative share 0.8. Its map is
+:func:`~changescope.multimodal.predict.change_map` over the whole image (window = context, stride context / 4).
+Note that context windows of left-half ROIs near the middle see right-half pixels (not their labels).
+
+Two AUCs are printed per method: over the whole image and over the right half only (the trained model's test
+region; the columns to compare). Then the ratio trained / best baseline on the right half. img7 has no SAR side, so
+the model (which needs one optical and one SAR image) is not trained on it.
+
+Usage: python benchmarks/multimodal_hetcd.py [--no-train] [--epochs 3] [--steps 15] [--context 64]
+    [--arch resnet18] [--threads 2] [--data ../shared/data/hetcd]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.metrics import roc_auc_score
+
+from changescope.multimodal import baselines as bl
+from changescope.multimodal.pairs import read_side, read_truth
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One pair to score: its files (``None`` for synthetic) or arrays, modalities and truth."""
+
+    name: str
+    pre: NDArray[np.float32]
+    post: NDArray[np.float32]
+    pre_modality: str
+    post_modality: str
+    change: NDArray[np.bool_]
+    valid: NDArray[np.bool_]
+    files: tuple[Path, Path, Path] | None
+
+
+REAL = {
+    "shuguang": ("shuguang_1.bmp", "shuguang_2.bmp", "shuguang_gt.bmp", "sar", "optical"),
+    "yellowriver": ("YellowRiver_1.jpg", "YellowRiver_2.jpg", "YellowRiver_gt.bmp", "sar", "optical"),
+    "italy": ("Italy_1.bmp", "Italy_2.bmp", "Italy_gt.bmp", "sar", "optical"),
+    "img7": ("Img7-Bc.tif", "Img7-Ac.tif", "Img7-C.tif", "optical", "optical"),
+}
+
+
+def real_scenes(root: Path) -> list[Scene]:
+    """The hetcd pairs present under ``root``."""
+    out = []
+    for name, (a, b, gt, ma, mb) in REAL.items():
+        folder = root / name
+        if not (folder / a).exists():
+            print(f"skip {name}: {folder / a} not found")
+            continue
+        pre = read_side(folder / a, ma, role="pre")  # type: ignore[arg-type]
+        post = read_side(folder / b, mb, role="post")  # type: ignore[arg-type]
+        shape = (int(pre.image.shape[1]), int(pre.image.shape[2]))
+        truth = read_truth(folder / gt, "change", shape, folder / a)
+        valid = pre.valid & post.valid & truth.valid
+        out.append(
+            Scene(name, pre.image, post.image, ma, mb, truth.damage, valid, (folder / a, folder / b, folder / gt))
+        )
+    return out
+
+
+def synthetic_scenes() -> list[Scene]:
+    """2 seeded synthetic optical-before / SAR-after pairs."""
+    from changescope.multimodal.synthetic import make_pair
+
+    out = []
+    for seed, event in ((11, "turkey-earthquake"), (12, "libya-flood")):
+        p = make_pair(seed, size=256, event=event)
+        ones = np.ones(p.change.shape, dtype=bool)
+        out.append(
+            Scene(
+                f"synth-{event.split('-')[1]}",
+                p.optical.astype(np.float32),
+                p.sar.astype(np.float32),
+                "optical",
+                "sar",
+                p.change,
+                ones,
+                None,
+            )
+        )
+    return out
+
+
+def _auc(score: NDArray[np.float32], scene: Scene, region: NDArray[np.bool_]) -> float:
+    m = scene.valid & region
+    y = scene.change[m]
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, score[m]))
+
+
+def _write_synthetic(scene: Scene, folder: Path) -> tuple[Path, Path, Path]:
+    from changescope.io.writers import write_geotiff
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / "pre.tif", folder / "post.tif", folder / "gt.tif")
+    from affine import Affine
+
+    transform = Affine(0.5, 0.0, 500_000.0, 0.0, -0.5, 4_200_000.0)
+    for path, array in zip(paths, (scene.pre, scene.post, scene.change[None]), strict=True):
+        write_geotiff(path, array.astype(np.uint8), crs="EPSG:32633", transform=transform)
+    return paths
+
+
+def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[np.float32] | None:
+    """Train on the left half, return the whole-image change map (``None`` where no optical+SAR pair exists)."""
+    if {scene.pre_modality, scene.post_modality} != {"optical", "sar"}:
+        return None
+    from changescope.multimodal.config import config_from_dict
+    from changescope.multimodal.index import IndexParams, PatchDataset, build_index
+    from changescope.multimodal.model import load_model
+    from changescope.multimodal.pairs import normalise_pair, pair_sample, read_pair_arrays
+    from changescope.multimodal.predict import change_map
+    from changescope.multimodal.train import train_multimodal
+
+    files = scene.files or _write_synthetic(scene, work / scene.name / "data")
+    sample = pair_sample(*files, pre_modality=scene.pre_modality, post_modality=scene.post_modality)
+    index = build_index([sample], IndexParams(roi=16, context=args.context, stride=8, split="halves"))
+    train_set = PatchDataset(index, split="train")
+    config = config_from_dict(
+        {
+            "data": {"index": "in-memory"},
+            "model": {
+                "architecture": args.arch,
+                "hidden_dim": 128,
+                "proj_dim": 64,
+                "context": args.context,
+                "roi": 16,
+            },
+            "optim": {
+                "epochs": args.epochs,
+                "batch_size": args.batch,
+                "lr": args.lr,
+                "batches_per_epoch": args.steps,
+                "augment": True,
+            },
+            "out": str(work / scene.name / "run"),
+            "seed": 0,
+            "device": "cpu",
+            "threads": args.threads,
+        }
+    )
+    result = train_multimodal(config, cast(Any, train_set), None, progress=False)
+    model, _ = load_model(result.last)
+    optical, sar, _ = normalise_pair(read_pair_arrays(sample))
+    return change_map(model, optical, sar, window=args.context, stride=max(1, args.context // 4))
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared/data/hetcd")
+    ap.add_argument("--no-train", dest="train", action="store_false")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--context", type=int, default=64)
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", nargs="*", default=None, help="scene names to run (default: all)")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    scenes = real_scenes(args.data.resolve()) + synthetic_scenes()
+    if args.only:
+        scenes = [s for s in scenes if s.name in args.only]
+    methods: dict[str, Callable[[Scene], NDArray[np.float32]]] = {
+        "lr": lambda s: bl.log_ratio_cva(s.pre, s.post, valid=s.valid),
+        "cva": lambda s: bl.log_ratio_cva(s.pre, s.post, mode="rank", valid=s.valid),
+        "sc": lambda s: bl.structure_consistency(s.pre, s.post, valid=s.valid),
+        "siam0": lambda s: bl.untrained_siamese(
+            s.pre, s.post, pre_modality=s.pre_modality, post_modality=s.post_modality, stride=32, valid=s.valid
+        ),
+    }
+    header = f"{'scene':<14}{'size':>10}{'chg%':>6} | " + " ".join(f"{m:>11}" for m in [*methods, "trained"])
+    print("pixel ROC AUC: whole image / right half (trained: left half trained, right half evaluated)")
+    print(header + f" | {'ratio':>6} {'secs':>24}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for scene in scenes:
+            h, w = scene.change.shape
+            right = np.zeros((h, w), dtype=bool)
+            right[:, w // 2 :] = True
+            everywhere = np.ones((h, w), dtype=bool)
+            cells, secs, best = [], [], 0.0
+            for name, fn in methods.items():
+                t0 = time.perf_counter()
+                score = fn(scene)
+                secs.append(f"{name}={time.perf_counter() - t0:.1f}")
+                full, half = _auc(score, scene, everywhere), _auc(score, scene, right)
+                best = max(best, half)
+                cells.append(f"{full:.3f}/{half:.3f}")
+            trained_half = float("nan")
+            if args.train:
+                t0 = time.perf_counter()
+                tmap = trained_map(scene, Path(tmp), args)
+                if tmap is not None:
+                    trained_half = _auc(tmap, scene, right)
+                    cells.append(f"{_auc(tmap, scene, everywhere):.3f}/{trained_half:.3f}")
+                    secs.append(f"train={time.perf_counter() - t0:.0f}")
+                else:
+                    cells.append(f"{'n/a':>11}")
+            ratio = trained_half / best if best > 0 else float("nan")
+            row = f"{scene.name:<14}{f'{h}x{w}':>10}{100 * scene.change[scene.valid].mean():>6.1f} | "
+            print(row + " ".join(f"{c:>11}" for c in cells) + f" | {ratio:>6.2f} {' '.join(secs)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -99,6 +99,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _meta(cfg: RunConfig) -> dict[str, Any]:
+    """What ``changes.parquet`` records of its run: every parameter and the versions."""
+    return {"config": cfg.flat(), "stages_config": cfg.to_json(), "versions": _versions()}
+
+
 def _open(input: PathLike | xr.Dataset, rd: RunDir, cfg: RunConfig) -> tuple[xr.Dataset, str, str]:
     """The series, its source (what :meth:`RunDir.open_input` re-opens) and its fingerprint."""
     import changescope
@@ -197,7 +202,9 @@ def run_pipeline(
         scored = score_stage(rd, embedded, cfg.score)
         timings.update(scored.timings)
         with _timed(timings, "discover"):
-            changes = discover_stage(rd, scored.events, embedded.grid, cfg.discover, aoi=aoi, score_key=scored.key)
+            changes = discover_stage(
+                rd, scored.events, embedded.grid, cfg.discover, aoi=aoi, score_key=scored.key, metadata=_meta(cfg)
+            )
         return _finish(rd, cfg, changes, {**scored.info, "grid": embedded.grid}, timings)
 
 
@@ -248,7 +255,9 @@ def rescore(run_dir: PathLike, score: ScoreConfig, discover: DiscoverConfig | No
         timings.update(scored.timings)
         aoi = str(rd.manifest().get("input", {}).get("aoi") or "series")
         with _timed(timings, "discover"):
-            changes = discover_stage(rd, scored.events, embedded.grid, cfg.discover, aoi=aoi, score_key=scored.key)
+            changes = discover_stage(
+                rd, scored.events, embedded.grid, cfg.discover, aoi=aoi, score_key=scored.key, metadata=_meta(cfg)
+            )
         return _finish(rd, cfg, changes, {**scored.info, "grid": embedded.grid}, timings)
 
 
@@ -269,7 +278,9 @@ def rediscover(run_dir: PathLike, discover: DiscoverConfig) -> RunResult:
         cfg = old.replace(discover=discover)
         aoi = str(rd.manifest().get("input", {}).get("aoi") or "series")
         with _timed(timings, "discover"):
-            changes = discover_stage(rd, events, embedded.grid, cfg.discover, aoi=aoi, score_key=str(record["key"]))
+            changes = discover_stage(
+                rd, events, embedded.grid, cfg.discover, aoi=aoi, score_key=str(record["key"]), metadata=_meta(cfg)
+            )
         info = {k: record.get(k) for k in ("persistence_used", "confirm_used", "scoring_passes", "threshold")}
         info.update(decision=record.get("decision"), n_dates=record.get("n_dates"), grid=embedded.grid)
         return _finish(rd, cfg, changes, info, timings)

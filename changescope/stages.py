@@ -329,15 +329,27 @@ def _write_change_date_map(rd: RunDir, grid: PatchGrid, changes: pd.DataFrame) -
 
 
 def discover_stage(
-    rd: RunDir, events: Events, grid: PatchGrid, cfg: DiscoverConfig, *, aoi: str, score_key: str
+    rd: RunDir,
+    events: Events,
+    grid: PatchGrid,
+    cfg: DiscoverConfig,
+    *,
+    aoi: str,
+    score_key: str,
+    metadata: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Cluster, score rarity and rank the events; write the catalog, the change types and the break map."""
+    """Cluster, score rarity and rank the events; write the catalog, the change types and the break map.
+
+    ``metadata`` (the run's parameters and versions) goes into ``changes.parquet``'s schema metadata.
+    """
     from changescope.discover.pipeline import discover_events
 
     config = dataclasses.asdict(cfg)
     key = rd.stage_key("discover", score_key, config)
     rd.begin("discover", key)
-    changes: pd.DataFrame = discover_events(events, grid, aoi=aoi, crs=grid.crs, config=cfg, out=rd.root)
+    changes: pd.DataFrame = discover_events(
+        events, grid, aoi=aoi, crs=grid.crs, config=cfg, out=rd.root, metadata=metadata
+    )
     _write_change_date_map(rd, grid, changes)
     n_confirmed = int(changes["confirmed"].sum()) if len(changes) else 0
     rd.finish("discover", key, config, n_events=len(changes), n_confirmed=n_confirmed)

@@ -62,6 +62,11 @@ def test_run_writes_every_output(small_aoi, tmp_path, method):
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
     clusters = json.loads((out / "clusters.json").read_text())
     assert clusters["n_events"] == len(changes)
+    import pyarrow.parquet as pq
+
+    meta = json.loads(pq.read_schema(out / "changes.parquet").metadata[b"changescope"])
+    assert meta["config"]["method"] == method and meta["config"]["patch_size"] == 32 and "numpy" in meta["versions"]
+    assert b"geo" in pq.read_schema(out / "changes.parquet").metadata  # still GeoParquet
 
 
 def test_rerun_is_identical_and_resumes(small_aoi, tmp_path):

@@ -173,8 +173,11 @@ class Catalog:
         cat._check_unique()
         return cat
 
-    def write(self, run_dir: PathLike) -> Path:
+    def write(self, run_dir: PathLike, metadata: dict[str, Any] | None = None) -> Path:
         """Write ``changes.parquet`` and ``change_vectors.npy`` into ``run_dir`` (atomically); return the parquet.
+
+        ``metadata`` (the run's parameters and versions) is stored as JSON under the Parquet schema key
+        ``changescope``, beside GeoParquet's ``geo``.
 
         Raises:
             ParameterError: The catalog mixes CRSs (GeoParquet stores one CRS per file): write each AOI apart.
@@ -189,6 +192,14 @@ class Catalog:
             np.save(fh, self.vectors, allow_pickle=False)
         with atomic_path(out / CHANGES_FILE) as tmp:
             gdf.to_parquet(tmp, index=False)
+            if metadata is not None:
+                import json
+
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(tmp)
+                meta = {**(table.schema.metadata or {}), b"changescope": json.dumps(metadata, default=str).encode()}
+                pq.write_table(table.replace_schema_metadata(meta), tmp)
         return out / CHANGES_FILE
 
     @classmethod

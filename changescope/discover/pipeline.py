@@ -52,6 +52,7 @@ def discover_events(
     rank_weight: float | None = None,
     seed: int | None = None,
     from_weight: float | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Any:
     """Cluster, score and rank one AOI's events; write its catalog files into ``out``.
 
@@ -75,6 +76,7 @@ def discover_events(
         rank_weight: Rarity's share in ``"mix"``.
         seed: Clustering seed.
         from_weight: Weight of the before state in the descriptors (0 = change vectors ``after - before`` only).
+        metadata: Run parameters and versions stored in ``changes.parquet``'s schema metadata.
 
     Returns:
         The catalog GeoDataFrame (with ``cluster``, ``rarity``, ``rank``), row-aligned with the descriptors.
@@ -123,6 +125,6 @@ def discover_events(
         frame.insert(frame.columns.get_loc("date_earliest"), "date", frame["time"])
     if out is not None:
         target = Path(out)
-        Catalog.from_frame(frame, vectors).write(target)
+        Catalog.from_frame(frame, vectors).write(target, metadata)
         write_clusters_json(target / CLUSTERS_FILE, clusters_json)
     return frame

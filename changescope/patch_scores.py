@@ -173,7 +173,8 @@ class PatchScores:
             return out
 
         score = cube("score")
-        assert score is not None
+        if score is None:  # pragma: no cover - "score" was checked above
+            raise ParameterError("patch scores lack the column 'score'")
         size = int(frame["size"].iloc[0]) if "size" in frame and len(frame) else 0
         meta = dict(metadata or {})
         stride = int(meta.get("stride") or 0)

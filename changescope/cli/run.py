@@ -8,14 +8,18 @@ reranks it: neither re-embeds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from changescope.cli import stage_options as so
+
 from changescope.cli.options import Align, City, DateOpt, DropIncomplete, OutDir, Quiet, Reproject, Seed, open_options
+
+if TYPE_CHECKING:
+    from changescope.run import RunResult
 
 __all__ = ["changes_table", "discover", "register", "run", "score"]
 
@@ -56,10 +60,7 @@ def changes_table(top: object, title: str, n: int = 10) -> Table:
     return table
 
 
-def _show(result: object, quiet: bool, report: bool) -> None:
-    from changescope.run import RunResult
-
-    assert isinstance(result, RunResult)
+def _show(result: RunResult, quiet: bool, report: bool) -> None:
     console = Console(quiet=quiet)
     if not console.is_terminal:  # files and pipes: do not squeeze the table into 80 columns
         console.width = max(console.width, 120)

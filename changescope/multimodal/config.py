@@ -227,24 +227,10 @@ def load_config(path: PathLike) -> MultimodalConfig:
     Raises:
         ParameterError: The file is missing, empty, not YAML, or a field is invalid (named with its path).
     """
-    import yaml
+    from changescope.train.config import read_yaml
 
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise ParameterError(
-            f"config file {str(p)!r} does not exist; write one with `changescope multimodal default-config` and edit it"
-        )
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ParameterError(f"{p}: invalid YAML{where}: {getattr(err, 'problem', None) or err}; fix it") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ParameterError(f"{p}: cannot be read as UTF-8 text ({err}); give a YAML file") from err
-    if data is None:
-        raise ParameterError(f"{p}: the file is empty; start from `changescope multimodal default-config`")
-    return config_from_dict(data, source=str(p))
+    return config_from_dict(read_yaml(p, "changescope multimodal default-config"), source=str(p))
 
 
 DEFAULT_CONFIG_YAML = """\

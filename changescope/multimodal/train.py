@@ -185,7 +185,8 @@ class _Trainer:
         return record
 
     def _val_batches(self) -> Iterable[list[int]]:
-        assert self.val_labels is not None  # only called with a validation set
+        if self.val_labels is None:
+            raise ParameterError("validation batches need a validation set; pass dataset_val")
         order = np.random.default_rng(self.config.seed).permutation(len(self.val_labels))
         order = order[self.val_labels[order] >= 0]
         size = self.config.optim.batch_size
@@ -196,7 +197,8 @@ class _Trainer:
         """Mean validation loss (weighted by batch size) and ROC AUC of the change scores (``None``: one class)."""
         from sklearn.metrics import roc_auc_score
 
-        assert self.val_set is not None  # only called with a validation set
+        if self.val_set is None:
+            raise ParameterError("validation needs a validation set; pass dataset_val")
         self.model.eval()
         loader = DataLoader(self.val_set, batch_sampler=self._val_batches(), num_workers=self.config.data.workers)
         total, count, scores, labels = 0.0, 0, [], []

@@ -331,26 +331,33 @@ def load_config(path: PathLike) -> TrainConfig:
         ParameterError: The file is missing, is not valid YAML, or a field is invalid; the message names the file
             and the field path (``cfg.yaml: optim.batch_size: ...``) and says what to do.
     """
+    p = Path(path).expanduser()
+    data = read_yaml(p, f"changescope train default-config --out {p}")
+    return config_from_dict(data, source=str(p))
+
+
+def read_yaml(path: Path, make: str) -> Any:
+    """The data of a YAML configuration file, with one-line errors that say how to make one (``make``).
+
+    Raises:
+        ParameterError: The file is missing, unreadable, empty or not valid YAML.
+    """
     import yaml
 
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ParameterError(
-            f"config file {str(p)!r} does not exist; write one with `changescope train default-config --out {p}` "
-            "and edit it"
-        )
+    if not path.is_file():
+        raise ParameterError(f"config file {str(path)!r} does not exist; write one with `{make}` and edit it")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ParameterError(f"{p}: invalid YAML{where}: {problem}; fix the syntax") from err
+        raise ParameterError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from err
     except (OSError, UnicodeDecodeError) as err:
-        raise ParameterError(f"{p}: cannot be read as UTF-8 text ({err}); give a YAML file") from err
+        raise ParameterError(f"{path}: cannot be read as UTF-8 text ({err}); give a YAML file") from err
     if data is None:
-        raise ParameterError(f"{p}: the file is empty; start from `changescope train default-config --out {p}`")
-    return config_from_dict(data, source=str(p))
+        raise ParameterError(f"{path}: the file is empty; start from `{make}`")
+    return data
 
 
 def with_overrides(config: TrainConfig, *, out: PathLike | None = None, epochs: int | None = None) -> TrainConfig:

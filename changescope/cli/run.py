@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.table import Table
 
 from changescope.cli import stage_options as so
-
 from changescope.cli.options import Align, City, DateOpt, DropIncomplete, OutDir, Quiet, Reproject, Seed, open_options
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ __all__ = [
     "GridMismatchError",
     "MissingDependencyError",
     "NoImagesFoundError",
+    "NotFoundError",
     "ParameterError",
     "UnknownFormatError",
     "WeightsNotFoundError",
@@ -74,3 +75,7 @@ class MissingDependencyError(ChangescopeError, ImportError):
 
 class WeightsNotFoundError(ChangescopeError, FileNotFoundError):
     """Model weights are needed but not available (wrong path, or offline with an empty cache)."""
+
+
+class NotFoundError(ChangescopeError, LookupError):
+    """An id (a run, an event, a date, a figure) that does not exist where it was looked for."""

@@ -117,7 +117,9 @@ def _open(input: PathLike | xr.Dataset, rd: RunDir, cfg: RunConfig) -> tuple[xr.
     kw: dict[str, Any] = {**cfg.open_options, **({} if cfg.aoi is None else {"aoi": cfg.aoi})}
     ds = changescope.open(input, format=cfg.format, **kw)
     fingerprint = digest({"input": input_fingerprint(input), "format": cfg.format, "options": kw})
-    return ds, str(input), fingerprint
+    # An absolute source, so that the run folder re-opens its input from any working directory (report, serve).
+    source = str(input) if "://" in str(input) else str(Path(input).resolve())
+    return ds, source, fingerprint
 
 
 def _finish(

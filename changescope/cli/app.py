@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from changescope import __version__
-from changescope.cli import demo, embed, evaluate, inspect, multimodal, report, run, search, synth, train
+from changescope.cli import demo, embed, evaluate, inspect, multimodal, report, run, search, serve, synth, train
 from changescope.errors import ChangescopeError
 
 __all__ = ["app", "main"]
@@ -46,7 +46,7 @@ def _root(
     _state["debug"] = debug
 
 
-for _module in (synth, inspect, embed, run, demo, search, evaluate, report, train, multimodal):
+for _module in (synth, inspect, embed, run, demo, search, evaluate, report, train, multimodal, serve):
     _module.register(app)
 
 

@@ -68,6 +68,9 @@ def demo(
     ):
         console.print(f"  {out / 'run' / name}", highlight=False)
     console.print(f"report (open it in a browser): {result.report}", highlight=False)
+    console.print(
+        f"workbench (map, ranked changes, find similar, labels): changescope serve {out / 'run'}", highlight=False
+    )
 
 
 def register(app: typer.Typer) -> None:

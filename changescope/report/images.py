@@ -23,6 +23,7 @@ __all__ = [
     "figure_uri",
     "outline",
     "overlay",
+    "png_bytes",
     "png_uri",
     "read_rgb",
     "rgb_indices",
@@ -132,15 +133,24 @@ def outline(img: NDArray[np.uint8], y0: int, x0: int, y1: int, x1: int, color: t
     img[y0 : y1 + 1, x1] = color
 
 
-def png_uri(img: NDArray[np.uint8]) -> str:
-    """Encode an ``(h, w, 3)`` ``uint8`` image as a palette PNG ``data:`` URI (deterministic bytes)."""
+def png_bytes(img: NDArray[np.uint8], compress_level: int = 9) -> bytes:
+    """Encode an ``(h, w, 3)`` RGB image as a palette PNG, or an ``(h, w, 4)`` RGBA one as is (deterministic bytes)."""
     from PIL import Image
 
-    pil = Image.fromarray(np.ascontiguousarray(img), mode="RGB")
-    pal = pil.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    arr = np.ascontiguousarray(img)
     buf = io.BytesIO()
-    pal.save(buf, format="PNG", optimize=False, compress_level=9)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        Image.fromarray(arr, mode="RGBA").save(buf, format="PNG", optimize=False, compress_level=compress_level)
+    else:
+        pil = Image.fromarray(arr, mode="RGB")
+        pal = pil.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        pal.save(buf, format="PNG", optimize=False, compress_level=compress_level)
+    return buf.getvalue()
+
+
+def png_uri(img: NDArray[np.uint8]) -> str:
+    """Encode an ``(h, w, 3)`` ``uint8`` image as a palette PNG ``data:`` URI (deterministic bytes)."""
+    return bytes_uri(png_bytes(img))
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:

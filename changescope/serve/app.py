@@ -41,38 +41,48 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``limit`` bytes (declared or streamed)."""
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, declared or streamed.
+
+    A body is read (at most ``limit`` bytes of it) before the app sees it, then replayed, so a streamed body
+    that grows too large is refused whole instead of half-parsed.
+    """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, counting its body."""
-        if scope["type"] != "http":
+        """Check the body's size, then pass the request on."""
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await _too_large(self.limit)(scope, receive, send)
             return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                break
+            chunk = bytes(message.get("body", b""))
+            seen += len(chunk)
             if seen > self.limit:
-                raise _TooLargeError
-            return message
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLargeError:
-            await _too_large(self.limit)(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-
-class _TooLargeError(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> JSONResponse:

@@ -82,7 +82,9 @@ class ServedRun:
         self.metrics: dict[str, Any] | None = json.loads(metrics.read_text()) if metrics.is_file() else None
         figures = self.root / "figures"
         self.figures = sorted(
-            p.name for p in (figures.iterdir() if figures.is_dir() else []) if p.is_file() and _FIGURE.match(p.name)
+            p.name
+            for p in (figures.iterdir() if figures.is_dir() and not figures.is_symlink() else [])
+            if _FIGURE.match(p.name) and not p.is_symlink() and p.is_file()
         )
         self.feedback = FeedbackStore(self.root)
         self._ds_lock = threading.Lock()
@@ -129,14 +131,15 @@ class ServedRun:
         return None if crs is None else str(crs.to_string())
 
     def figure(self, name: str) -> Path:
-        """A figure listed at start-up.
+        """A figure listed at start-up (plain files only: a symlink is never listed, so never served).
 
         Raises:
             NotFoundError: ``name`` is not one of them.
         """
-        if name not in self.figures:
+        path = self.root / "figures" / name
+        if name not in self.figures or path.is_symlink() or not path.is_file():
             raise NotFoundError(f"run {self.id!r} has no figure {name!r}")
-        return self.root / "figures" / name
+        return path
 
     # ------------------------------------------------------------------ types
     @cached_property

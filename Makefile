@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint typecheck bench clean
+.PHONY: demo test test-fast lint typecheck bench clean web
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(STAMP)  # the quick benchmarks (minutes); detection_quality, ssl_compar
 	$(BIN)/python benchmarks/synth_speed.py
 	$(BIN)/python benchmarks/score_throughput.py
 	$(BIN)/python benchmarks/peer_scaling.py
+
+# Rebuild the web app's bundle (changescope/serve/static/, committed) from web/; needs Node 18+ and npm.
+web:
+	cd web && npm ci && npm run build
 
 clean:
 	rm -rf $(VENV) demo_out .mypy_cache .ruff_cache .pytest_cache

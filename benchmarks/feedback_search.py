@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 
@@ -39,23 +40,14 @@ from changescope.synthetic import make_aoi
 K = 10
 
 
-def true_types(run_dir: Path, events: list, size: int, stride: int) -> dict[str, str]:
+def true_types(run_dir: Path, events: gpd.GeoDataFrame) -> dict[str, str]:
     """``{event_id: type}``: the synthetic event covering most of each change's patch ("none" if none)."""
-    changes = pd.read_parquet(run_dir / "changes.parquet", columns=["event_id", "row", "col"])
+    changes = gpd.read_parquet(run_dir / "changes.parquet", columns=["event_id", "geometry"])
+    events = events.to_crs(changes.crs)
     out = {}
-    for rec in changes.itertuples(index=False):
-        y0, x0 = rec.row * stride, rec.col * stride
-        best, best_px = "none", 0
-        for ev in events:
-            h, w = ev.mask.shape
-            ys = slice(max(y0, ev.y0) - ev.y0, min(y0 + size, ev.y0 + h) - ev.y0)
-            xs = slice(max(x0, ev.x0) - ev.x0, min(x0 + size, ev.x0 + w) - ev.x0)
-            if ys.stop <= ys.start or xs.stop <= xs.start:
-                continue
-            px = int(ev.mask[ys, xs].sum())
-            if px > best_px:
-                best, best_px = str(ev.type), px
-        out[rec.event_id] = best
+    for eid, geom in zip(changes["event_id"], changes.geometry, strict=True):
+        areas = events.geometry.intersection(geom).area.to_numpy()
+        out[str(eid)] = str(events["type"].iloc[int(np.argmax(areas))]) if areas.size and areas.max() > 0 else "none"
     return out
 
 
@@ -79,7 +71,7 @@ def main() -> None:
             run_pipeline(ds, out, RunConfig(seed=0, patch_size=args.patch_size), progress=False)
             (out / "feedback.sqlite").unlink(missing_ok=True)
             runs.append(out)
-            truth[out.name] = true_types(out, list(info.events), args.patch_size, args.patch_size)
+            truth[out.name] = true_types(out, info.events)
             print(f"seed {seed}: {len(truth[out.name])} changes, run in {time.perf_counter() - t0:.0f} s", flush=True)
         bench = Workbench(runs)
         rows = []

@@ -2,8 +2,9 @@
 
 ``index`` builds the window index (patch metadata, no stored patches) of a BRIGHT / DFC25 root or of one pair of
 co-registered rasters. Defaults come from :class:`changescope.multimodal.index.IndexParams`. ``default-config``,
-``train``, ``predict`` and ``threshold`` live in :mod:`changescope.cli.multimodal_train`, registered on the same
-:data:`mm_app` by :func:`register`.
+``train``, ``predict`` and ``threshold`` live in :mod:`changescope.cli.multimodal_train`, ``evaluate``, ``explore``
+and ``report`` in :mod:`changescope.cli.multimodal_eval`, all registered on the same :data:`mm_app` by
+:func:`register`.
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ def index_command(
     context: Annotated[int, typer.Option("--context", help="Context window side in pixels.")] = 256,
     stride: Annotated[int, typer.Option("--stride", help="Step between ROIs in pixels.")] = 8,
     min_valid: Annotated[float, typer.Option("--min-valid", help="Smallest share of valid ROI pixels.")] = 0.8,
+    class_rule: Annotated[
+        Literal["majority", "maximum"],
+        typer.Option("--class-rule", help="ROI damage class: most frequent class (ties: more severe), or most severe."),
+    ] = "majority",
     quiet: Quiet = False,
 ) -> None:
     """Build the window index: ROIs in context windows with damage and building ratios, and a split."""
@@ -136,6 +141,7 @@ def index_command(
         seed=seed,
         blocks=blocks,
         val_half=val_half,
+        class_rule=class_rule,
     )
     if limit is not None and limit < 1:
         raise ParameterError(f"--limit {limit!r} must be at least 1")
@@ -161,4 +167,5 @@ def index_command(
 def register(app: typer.Typer) -> None:
     """Add the ``multimodal`` command group to ``app``, with the commands of ``changescope.cli.multimodal_train``."""
     import_module("changescope.cli.multimodal_train")  # registers default-config, train, predict, threshold
+    import_module("changescope.cli.multimodal_eval")  # registers evaluate, explore, report
     app.add_typer(mm_app, name="multimodal")

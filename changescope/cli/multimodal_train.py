@@ -6,9 +6,10 @@
   :func:`~changescope.multimodal.train.train_multimodal`.
 - ``predict`` scores a pair with a trained model by sliding windows and writes the map with
   :func:`changescope.multimodal.io.write_change_map`: a COG in the optical image's georeference, or a plain GeoTIFF
-  in pixel coordinates (no CRS) when the optical image has none.
+  in pixel coordinates (no CRS) when the optical image has none; with a damage head also the class map
+  (:func:`changescope.multimodal.io.write_class_map`, same georeference rule).
 - ``threshold`` sweeps the decision threshold over a score map against a truth mask and writes the JSON and a
-  ROC / PR figure.
+  ROC / PR figure; ``--classes`` adds the DFC25 4-class mIoU of a class map.
 
 The commands are registered on :data:`changescope.cli.multimodal.mm_app` when this module is imported (the group's
 ``register`` does that).
@@ -146,17 +147,23 @@ def predict_command(
     ] = "uniform",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
+    classes: Annotated[
+        Path | None,
+        typer.Option("--classes", help="Damage class map to write (model with a class head; default OUT_damage.tif)."),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Score a pre/post pair with a trained model: a per-pixel change map (1 - cos, 0 = same, 2 = opposite).
 
     The map is a Cloud-Optimised GeoTIFF in the optical image's CRS and transform; when the optical image has no
-    georeference (PNG, JPEG, plain TIFF) it is a plain GeoTIFF without CRS, in the inputs' pixel grid.
+    georeference (PNG, JPEG, plain TIFF) it is a plain GeoTIFF without CRS, in the inputs' pixel grid. A model
+    trained with a damage class head also gets its class map (0 background, 1 intact, 2 damaged, 3 destroyed,
+    255 nodata; ROIs tiled at the ROI side), in the same georeference.
     """
-    from changescope.multimodal.io import optical_georeference, write_change_map
+    from changescope.multimodal.io import optical_georeference, write_change_map, write_class_map
     from changescope.multimodal.model import load_model
     from changescope.multimodal.pairs import normalise_pair, pair_sample, read_pair_arrays
-    from changescope.multimodal.predict import change_map
+    from changescope.multimodal.predict import change_map, class_map, damage_classes
     from changescope.train.ssl import resolve_device
 
     if {pre_modality, post_modality} != {"optical", "sar"}:
@@ -166,8 +173,13 @@ def predict_command(
         )
     if out.resolve() in {pre.resolve(), post.resolve()}:
         raise ParameterError(f"--out {str(out)!r} is an input image; write the map elsewhere")
+    classes_out = out.with_name(out.stem + "_damage.tif") if classes is None else classes
+    if classes_out.resolve() in {pre.resolve(), post.resolve(), out.resolve()}:
+        raise ParameterError(f"--classes {str(classes_out)!r} is an input image or --out; write it elsewhere")
     sample = pair_sample(pre, post, pre_modality=pre_modality, post_modality=post_modality)
     net, _ = load_model(model, device=resolve_device(device))
+    if classes is not None and net.class_head is None:
+        raise ParameterError(f"--classes: {str(model)!r} has no damage class head; train with model.n_classes: 4")
     size = net.config.context if window is None else window
     optical, sar, valid = normalise_pair(read_pair_arrays(sample))
     began = time.perf_counter()
@@ -182,9 +194,13 @@ def predict_command(
         highlight=False,
         soft_wrap=True,
     )
+    if net.class_head is not None:
+        probs = class_map(net, optical, sar, window=size, stride=int(net.config.roi), batch_size=batch_size)
+        write_class_map(classes_out, damage_classes(probs, valid), crs=crs, transform=transform, tags=tags)
+        console.print(f"class map  {classes_out}  0-3 (255 = nodata), {where}", highlight=False, soft_wrap=True)
 
 
-def _read_band(path: Path) -> NDArray[np.float32]:
+def _read_band(path: Path, flag: str = "--scores") -> NDArray[np.float32]:
     """The single band of a score raster as float32, its nodata (and non-finite values) as NaN."""
     import warnings
 
@@ -198,7 +214,7 @@ def _read_band(path: Path) -> NDArray[np.float32]:
         with open_raster(path) as src:
             if src.count != 1:
                 raise ParameterError(
-                    f"--scores {str(path)!r} has {src.count} bands; give the 1-band map of `changescope multimodal "
+                    f"{flag} {str(path)!r} has {src.count} bands; give the 1-band map of `changescope multimodal "
                     "predict`"
                 )
             try:
@@ -225,12 +241,20 @@ def threshold_command(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="ROC / PR figure to write (default: --out with .png).")
     ] = None,
+    classes: Annotated[
+        Path | None,
+        typer.Option(
+            "--classes", help="Damage class map of predict: also the DFC25 4-class mIoU (--truth-kind damage)."
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Sweep the decision threshold over a change map against the truth: metrics per threshold and the best ones.
 
     Pixels that are NaN (nodata) in the map or invalid in the truth are left out. The JSON holds the ROC AUC, the
-    best threshold per metric and the curves (at most 2001 thresholds kept); the figure shows ROC and PR.
+    best threshold per metric and the curves (at most 2001 thresholds kept); the figure shows ROC and PR. With
+    --classes and a BRIGHT damage truth it also holds the 4-class mIoU (every truth pixel scored, as the DFC25
+    evaluator does; nodata pixels of the class map count as background). For a whole BRIGHT split use `evaluate`.
     """
     import numpy as np
 
@@ -254,6 +278,8 @@ def threshold_command(
         "truth_kind": truth_kind,
         "pixels": int(keep.sum()),
     }
+    if classes is not None:
+        inputs["miou"] = _miou(classes, truth, truth_kind, mask.valid.shape)
     write_json(sweep_json(sweep, extra=inputs), out)
     write_sweep_figure(plot_path, sweep)
     console = Console(quiet=quiet)
@@ -263,4 +289,31 @@ def threshold_command(
     for name, best in sweep.best.items():
         table.add_row(name, f"{best['threshold']:.4f}", f"{best['value']:.4f}")
     console.print(table)
+    if classes is not None:
+        console.print(f"mIoU     {inputs['miou']['miou']:.4f} (DFC25, 4 classes)", highlight=False)  # type: ignore[index]
     console.print(f"figure   {plot_path}", highlight=False, soft_wrap=True)
+
+
+def _miou(classes: Path, truth: Path, truth_kind: str, shape: tuple[int, ...]) -> dict[str, object]:
+    """The DFC25 4-class mIoU of a class map against a BRIGHT damage raster (NaN IoUs as ``None``)."""
+    import math
+
+    import numpy as np
+
+    from changescope.multimodal.metrics import miou_4class
+    from changescope.multimodal.pairs import read_truth
+
+    if truth_kind != "damage":
+        raise ParameterError("--classes needs --truth-kind damage (a BRIGHT raster of classes 0-3)")
+    pred = _read_band(classes, "--classes")
+    if pred.shape != shape:
+        raise GridMismatchError(
+            f"--classes {str(classes)!r} is {pred.shape!r} px but --scores is {shape!r}; give the maps of one predict"
+        )
+    target = read_truth(truth, "damage", (int(shape[0]), int(shape[1])), classes).classes
+    if target is None:  # a damage truth always has classes; keeps the type checker informed
+        raise ParameterError(f"--truth {str(truth)!r} holds no damage classes")
+    labels = np.where(np.isfinite(pred) & (pred <= 3), pred, 0).astype(np.uint8)
+    result = miou_4class(labels, target)
+    result["iou"] = [None if math.isnan(v) else v for v in result["iou"]]
+    return result

@@ -8,10 +8,15 @@
 - :mod:`~changescope.multimodal.index`: the window index (:func:`build_index`, :func:`write_index`,
   :func:`read_index`) and the on-the-fly :class:`PatchDataset`.
 
+The modelling side (torch) is in ``model``, ``loss``, ``sampler``, ``config``, ``train``, ``predict`` and
+``baselines``; ``evaluate`` (predict a split and score it: sweep, baselines, DFC25 mIoU), ``explore`` (PCA, t-SNE,
+UMAP of the projections) and ``report`` (the offline HTML page) build on them.
+
 **Label convention.** The method calls an ROI whose damage ratio is <= 0.05 a *positive* pair: unchanged, its
 optical and SAR views are pulled together. The index keeps that as the boolean column ``positive``; the integer
 ``label`` used downstream (index column and dataset item) is **1 = changed (damaged) pair, 0 = unchanged pair**
-(-1 = no truth). Damage means BRIGHT class > 1 (damaged, destroyed), or change in a binary change mask.
+(-1 = no truth). Damage means BRIGHT class > 1 (damaged, destroyed), or change in a binary change mask. The index
+column ``damage_class`` is the ROI's BRIGHT class 0..3 (-1 without classes) for the optional damage head.
 
 Importing this package imports neither torch nor rasterio: the names load on first use.
 """

@@ -21,6 +21,7 @@ from changescope.errors import ParameterError
 from changescope.types import PathLike
 
 __all__ = [
+    "AUTO_CLASSES",
     "DEFAULT_CONFIG_YAML",
     "DataConfig",
     "LossConfig",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 _HINT = "`changescope multimodal default-config` prints every field with its default and meaning"
+AUTO_CLASSES = 4
+"""Classes of the damage head when ``n_classes`` is left to the data (BRIGHT: background, intact, damaged,
+destroyed)."""
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -68,7 +72,10 @@ class ModelConfig(_Strict):
         roi: Side of the region of interest centred in the context, pixels.
         pooling: ``"global"`` pools the whole context's last feature map; ``"roi"`` pools only its cells that
             overlap the centred ROI (ours, not published).
-        n_classes: Classes of the optional damage head (4 for BRIGHT); 0 = no head.
+        n_classes: Classes of the optional damage head (4 for BRIGHT); 0 = no head; ``None`` (default) = decided
+            by the training data: 4 when the training windows carry BRIGHT damage classes (the index's
+            ``damage_class``), else 0 (:meth:`with_classes`; the trainer resolves it, and the saved model and the
+            run's ``config.yaml`` hold the number). A network built from an unresolved config has no head.
         class_weight: Weight of the damage head's cross-entropy in the loss.
     """
 
@@ -78,8 +85,14 @@ class ModelConfig(_Strict):
     context: int = Field(default=256, ge=16)
     roi: int = Field(default=16, ge=1)
     pooling: Literal["global", "roi"] = "global"
-    n_classes: int = Field(default=0, ge=0)
+    n_classes: int | None = Field(default=None, ge=0)
     class_weight: float = Field(default=1.0, ge=0.0)
+
+    def with_classes(self, has_classes: bool) -> ModelConfig:
+        """This configuration with ``n_classes`` resolved: kept when set, else 4 if ``has_classes`` else 0."""
+        if self.n_classes is not None:
+            return self
+        return self.model_copy(update={"n_classes": AUTO_CLASSES if has_classes else 0})
 
     @field_validator("architecture")
     @classmethod
@@ -253,7 +266,7 @@ model:
   context: 256          # context window side, pixels [256]
   roi: 16               # region of interest at the centre, pixels [16]
   pooling: global       # global: pool the whole context (ours); roi: pool the feature cells over the ROI (ours)
-  n_classes: 0          # damage class head (4 for BRIGHT); 0 = none (ours)
+  n_classes: null       # damage class head (ours): null = 4 when the index has BRIGHT classes, else none; 0 = none
   class_weight: 1.0     # weight of the class head's cross-entropy (ours)
 
 loss:

@@ -9,6 +9,10 @@ Change maps (:func:`write_change_map`) are single-band float32 rasters of ``1 - 
   column. We do not borrow the SAR image's georeference when only it has one (the optical image is the reference
   grid of the method); :func:`optical_georeference` is where that choice is made.
 
+Damage class maps (:func:`write_class_map`) follow the same georeference rule: single-band uint8, 0 background,
+1 intact, 2 damaged, 3 destroyed, 255 (nodata) on invalid pixels, band ``damage_class``, with a colour table
+(:data:`CLASS_COLORS`) so QGIS shows the classes; COG overviews use nearest resampling (classes are not averaged).
+
 Pixels invalid in either input are NaN, recorded as the nodata value. The map's band is described as
 ``change_score`` and the tags hold the model and window settings (``tags``).
 
@@ -37,7 +41,14 @@ if TYPE_CHECKING:
     from changescope.multimodal.metrics import ThresholdSweep
     from changescope.multimodal.pairs import Sample
 
-__all__ = ["optical_georeference", "sweep_json", "write_change_map", "write_sweep_figure"]
+__all__ = [
+    "CLASS_COLORS",
+    "optical_georeference",
+    "sweep_json",
+    "write_change_map",
+    "write_class_map",
+    "write_sweep_figure",
+]
 
 SCORE_BAND = "change_score"
 MAX_CURVE_POINTS = 2001
@@ -109,6 +120,84 @@ def write_change_map(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return write_geotiff(Path(path), arr, crs=None, transform=Affine.identity(), **common)
+
+
+CLASS_BAND = "damage_class"
+CLASS_COLORS: dict[int, tuple[int, int, int, int]] = {
+    0: (0, 0, 0, 255),
+    1: (46, 160, 67, 255),
+    2: (255, 176, 0, 255),
+    3: (220, 30, 30, 255),
+}
+"""RGBA colour of each damage class (background black, intact green, damaged amber, destroyed red)."""
+
+
+def write_class_map(
+    path: PathLike,
+    classes: NDArray[np.integer],
+    *,
+    crs: Any = None,
+    transform: Any = None,
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """Write an ``(H, W)`` damage class map (0-3, 255 = nodata), atomically (module docstring).
+
+    Args:
+        path: Output ``.tif``.
+        classes: ``(H, W)`` class ids (:func:`changescope.multimodal.predict.damage_classes`).
+        crs: CRS of the optical input; ``None`` writes a plain GeoTIFF without georeference.
+        transform: Its affine transform (required with ``crs``).
+        tags: Dataset-level metadata tags.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ParameterError: ``classes`` is not 2-D or holds values other than 0-3 and 255, or ``crs`` lacks ``transform``.
+    """
+    import rasterio
+    import rasterio.shutil
+    from affine import Affine
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from changescope.multimodal.predict import CLASS_NODATA
+
+    arr = np.asarray(classes)
+    if arr.ndim != 2:
+        raise ParameterError(f"a class map is (H, W); got shape {arr.shape!r}")
+    if not np.isin(arr, [0, 1, 2, 3, CLASS_NODATA]).all():
+        raise ParameterError(f"a class map holds 0-3 and {CLASS_NODATA} (nodata) only; got {np.unique(arr)[:8]!r}")
+    if crs is not None and transform is None:
+        raise ParameterError("a georeferenced class map needs both crs and transform")
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": arr.shape[1],
+        "height": arr.shape[0],
+        "count": 1,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": Affine.identity() if crs is None else transform,
+        "nodata": CLASS_NODATA,
+        "compress": "deflate",
+    }
+    out = Path(path)
+    with warnings.catch_warnings(), atomic_path(out) as tmp:
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.MemoryFile() as mem:
+            with mem.open(**profile) as dst:
+                dst.write(arr.astype(np.uint8)[None])
+                dst.write_colormap(1, CLASS_COLORS)
+                dst.set_band_description(1, CLASS_BAND)
+                if tags:
+                    dst.update_tags(**tags)
+            with mem.open() as src:
+                if crs is None:
+                    rasterio.shutil.copy(src, tmp, driver="GTiff", compress="deflate")
+                else:
+                    rasterio.shutil.copy(
+                        src, tmp, driver="COG", compress="deflate", blocksize=256, overview_resampling="nearest"
+                    )
+    return out
 
 
 def _thin(n: int, max_points: int, keep: list[int]) -> NDArray[np.int64]:

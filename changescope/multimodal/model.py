@@ -12,7 +12,8 @@ that overlap the centred ROI (at stride 32 and 256 px, the 2 x 2 centre cells), 
 while the receptive field still covers the context.
 
 Optional damage head (ours): ``Linear(1024, 512) -> ReLU -> Linear(512, n_classes)`` on the concatenated pooled
-features of both branches, trained with cross-entropy when ``n_classes > 0``.
+features of both branches, trained with cross-entropy when ``n_classes > 0`` (``None``, left to the trainer,
+builds no head).
 
 Files (:func:`save_model`): ``NAME.safetensors`` holds the tensors (``format: pt`` and the JSON header under
 :data:`META_KEY`); ``NAME.json`` beside it holds the same header readably: the model configuration, the format
@@ -110,7 +111,7 @@ class PseudoSiamese(nn.Module):
         self.optical_head = ProjectionHead(dim, c.hidden_dim, c.proj_dim)
         self.sar_head = ProjectionHead(dim, c.hidden_dim, c.proj_dim)
         self.class_head: nn.Module | None = None
-        if c.n_classes > 0:
+        if c.n_classes:
             self.class_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, c.n_classes))
 
     def _pool(self, backbone: PooledBackbone, x: torch.Tensor) -> torch.Tensor:

@@ -124,11 +124,12 @@ class Side:
 
 @dataclass(frozen=True)
 class Truth:
-    """Per-pixel truth of a pair: ``damage`` (changed) and, for damage rasters, ``building``; plus validity."""
+    """Per-pixel truth: ``damage``, ``valid``; for damage rasters ``building`` and ``classes`` (uint8, 0-3)."""
 
     damage: NDArray[np.bool_]
     building: NDArray[np.bool_] | None
     valid: NDArray[np.bool_]
+    classes: NDArray[np.uint8] | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,8 @@ def read_truth(path: PathLike, kind: TargetKind, shape: tuple[int, int], image: 
             f"damage raster {str(p)!r} holds values {sorted(values)[:10]!r}; it must hold 0 background, 1 intact, "
             "2 damaged, 3 destroyed"
         )
-    return Truth(damage=raw > 1, building=raw >= 1, valid=np.ones(shape, dtype=bool))
+    classes = raw.astype(np.uint8)
+    return Truth(damage=raw > 1, building=raw >= 1, valid=np.ones(shape, dtype=bool), classes=classes)
 
 
 def read_pair_arrays(sample: Sample) -> PairArrays:

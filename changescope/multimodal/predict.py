@@ -9,9 +9,17 @@ cover it (:func:`class_map` does the same with the damage head's class probabili
   centre-to-corner distance (so ``r < 1`` on every pixel centre and the weight stays positive), ``p = power``
   (2 by default; the exponent and the normalisation of ``r`` are ours, the method names only ``1 - r^p``).
 
-Windows start at ``0, stride, 2 * stride, ...`` and one more is aligned to the far edge, so every pixel is covered;
-an image smaller than the window is padded with zeros (the mean of normalised inputs). Inputs are the normalised
-images (:func:`changescope.multimodal.pairs.normalise_pair`). Writing the map (COG or plain raster) is the CLI's job.
+Windows start at ``0, stride, 2 * stride, ...`` and one more is aligned to the far edge, so every pixel is covered
+(a stride above the painted side, the window or the ROI, is reduced to that side, which would otherwise leave gaps);
+an image smaller than the window is padded with zeros (the mean of normalised inputs).
+
+``paint="roi"`` (ours; the default of :func:`class_map`, whose head learns the class of the centred ROI) gives a
+window's value only to its centred ``model.config.roi`` px region: the ROIs tile the image at ``stride`` (one more
+ROI aligned to the far edge) and each window is its ROI's context, zero-padded beyond the image, so border pixels
+are covered too. :func:`damage_classes` takes the per-pixel argmax.
+
+Inputs are the normalised images (:func:`changescope.multimodal.pairs.normalise_pair`). Writing the maps (COG or
+plain raster) is :mod:`changescope.multimodal.io`'s job.
 """
 
 from __future__ import annotations
@@ -25,10 +33,23 @@ from numpy.typing import NDArray
 from changescope.errors import GridMismatchError, ParameterError
 from changescope.multimodal.model import PseudoSiamese
 
-__all__ = ["Weighting", "change_map", "class_map", "window_starts", "window_weights"]
+__all__ = [
+    "CLASS_NODATA",
+    "Paint",
+    "Weighting",
+    "change_map",
+    "class_map",
+    "damage_classes",
+    "window_starts",
+    "window_weights",
+]
 
 Weighting: TypeAlias = Literal["uniform", "dome"]
 """How the overlapping window scores are averaged."""
+Paint: TypeAlias = Literal["window", "roi"]
+"""Which pixels a window's value goes to: its whole window, or only its centred region of interest."""
+CLASS_NODATA = 255
+"""Value of invalid pixels in a damage class map."""
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -79,6 +100,24 @@ def _check_inputs(
             raise ParameterError(f"{name}={value!r} must be an integer >= 1")
 
 
+def _layout(
+    h: int, w: int, window: int, stride: int, paint: Paint, roi: int
+) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]], int]:
+    """``(pad, window boxes in padded pixels, painted boxes in image pixels, painted side)`` of a sliding pass."""
+    if paint == "window":
+        stride = min(stride, window)  # a larger step would leave pixels no window covers
+        ph, pw = max(h, window), max(w, window)
+        boxes = [(y, x) for y in window_starts(ph, window, stride) for x in window_starts(pw, window, stride)]
+        return 0, boxes, boxes, window
+    if paint != "roi":
+        raise ParameterError(f"paint={paint!r} is unknown; choose 'window' or 'roi'")
+    side = min(roi, window)
+    stride = min(stride, side)
+    off = (window - side) // 2
+    rois = [(y, x) for y in window_starts(h, side, stride) for x in window_starts(w, side, stride)]
+    return window, [(y + window - off, x + window - off) for y, x in rois], rois, side
+
+
 def _sliding(
     model: PseudoSiamese,
     optical_img: NDArray[np.floating],
@@ -90,16 +129,17 @@ def _sliding(
     batch_size: int,
     *,
     classes: bool,
+    paint: Paint = "window",
 ) -> NDArray[np.float32]:
     _check_inputs(optical_img, sar_img, window, stride, batch_size)
     if classes and model.class_head is None:
         raise ParameterError("the model has no damage class head (model.n_classes = 0); train one with n_classes > 0")
     _, h, w = optical_img.shape
-    ph, pw = max(h, window), max(w, window)
+    pad, boxes, painted, side = _layout(h, w, window, stride, paint, int(model.config.roi))
+    ph, pw = max(h, window) + 2 * pad, max(w, window) + 2 * pad
     pair = np.zeros((4, ph, pw), dtype=np.float32)
-    pair[:3, :h, :w], pair[3:, :h, :w] = optical_img, sar_img
-    weights = window_weights(window, weighting, power)
-    boxes = [(y, x) for y in window_starts(ph, window, stride) for x in window_starts(pw, window, stride)]
+    pair[:3, pad : pad + h, pad : pad + w], pair[3:, pad : pad + h, pad : pad + w] = optical_img, sar_img
+    weights = window_weights(side, weighting, power)
     device = next(model.parameters()).device
     values: list[NDArray[np.float32]] = []
     was_training = model.training
@@ -115,11 +155,12 @@ def _sliding(
     finally:
         model.train(was_training)
     per_window = np.concatenate(values)
-    acc = np.zeros((per_window.shape[1], ph, pw), dtype=np.float64)
-    norm = np.zeros((ph, pw), dtype=np.float64)
-    for (y, x), v in zip(boxes, per_window, strict=True):
-        acc[:, y : y + window, x : x + window] += v[:, None, None] * weights
-        norm[y : y + window, x : x + window] += weights
+    ah, aw = max(h, side), max(w, side)
+    acc = np.zeros((per_window.shape[1], ah, aw), dtype=np.float64)
+    norm = np.zeros((ah, aw), dtype=np.float64)
+    for (y, x), v in zip(painted, per_window, strict=True):
+        acc[:, y : y + side, x : x + side] += v[:, None, None] * weights
+        norm[y : y + side, x : x + side] += weights
     result: NDArray[np.float32] = (acc / norm)[:, :h, :w].astype(np.float32)
     return result
 
@@ -134,6 +175,7 @@ def change_map(
     weighting: Weighting = "uniform",
     power: float = 2.0,
     batch_size: int = 32,
+    paint: Paint = "window",
 ) -> NDArray[np.float32]:
     """Per-pixel change score: the weighted mean of ``1 - cos`` over the windows covering each pixel.
 
@@ -146,6 +188,8 @@ def change_map(
         weighting: ``"uniform"`` or ``"dome"`` (module docstring).
         power: Exponent ``p`` of the dome weighting.
         batch_size: Windows per forward pass.
+        paint: ``"window"`` gives each window's score to its whole window; ``"roi"`` only to its centred ROI
+            (module docstring).
 
     Returns:
         ``(H, W)`` float32 map, values in ``[0, 2]``.
@@ -154,7 +198,9 @@ def change_map(
         ParameterError: Wrong band counts, bad window, stride or weighting.
         GridMismatchError: The two images differ in size.
     """
-    maps = _sliding(model, optical_img, sar_img, window, stride, weighting, power, batch_size, classes=False)
+    maps = _sliding(
+        model, optical_img, sar_img, window, stride, weighting, power, batch_size, classes=False, paint=paint
+    )
     score: NDArray[np.float32] = maps[0]
     return score
 
@@ -169,8 +215,12 @@ def class_map(
     weighting: Weighting = "uniform",
     power: float = 2.0,
     batch_size: int = 32,
+    paint: Paint = "roi",
 ) -> NDArray[np.float32]:
     """Per-pixel damage class probabilities from the class head, averaged like :func:`change_map`.
+
+    The class head is trained on the class of each window's centred ROI, so by default (``paint="roi"``) a
+    window's probabilities go to its ROI only; ``paint="window"`` spreads them over the whole window.
 
     Returns:
         ``(n_classes, H, W)`` float32 probabilities; ``argmax(axis=0)`` gives the class map.
@@ -179,4 +229,23 @@ def class_map(
         ParameterError: As :func:`change_map`, or the model has no class head.
         GridMismatchError: The two images differ in size.
     """
-    return _sliding(model, optical_img, sar_img, window, stride, weighting, power, batch_size, classes=True)
+    return _sliding(
+        model, optical_img, sar_img, window, stride, weighting, power, batch_size, classes=True, paint=paint
+    )
+
+
+def damage_classes(probabilities: NDArray[np.floating], valid: NDArray[np.bool_] | None = None) -> NDArray[np.uint8]:
+    """``(H, W)`` uint8 class map (argmax of ``(n_classes, H, W)`` probabilities); invalid pixels get 255.
+
+    Raises:
+        ParameterError: ``probabilities`` is not 3-D, or ``valid`` has another shape.
+    """
+    probs = np.asarray(probabilities)
+    if probs.ndim != 3:
+        raise ParameterError(f"class probabilities are (n_classes, H, W); got shape {probs.shape!r}")
+    out: NDArray[np.uint8] = np.argmax(probs, axis=0).astype(np.uint8)
+    if valid is not None:
+        if valid.shape != out.shape:
+            raise ParameterError(f"valid mask {valid.shape!r} does not match the map {out.shape!r}")
+        out[~valid] = CLASS_NODATA
+    return out

@@ -22,7 +22,10 @@ permutation of ``dataset_val`` at its natural class ratio; without ``dataset_val
 augmentation (optional) draws one rot90/flip per pair, the same for both images.
 
 Items of the datasets are dicts with ``optical`` ``[3, C, C]``, ``sar`` ``[1, C, C]``, ``label`` (1 = changed) and
-``ratio`` (:class:`changescope.multimodal.index.PatchDataset`); a damage head also needs ``damage_class``.
+``ratio`` (:class:`changescope.multimodal.index.PatchDataset`); a damage head also needs ``damage_class`` (0..3,
+-1 = unknown, left out of the cross-entropy). ``model.n_classes: null`` is resolved before anything else: 4 when the
+training set has damage classes (its ``has_classes``, or, for other datasets, a ``damage_class`` >= 0 in item 0),
+else 0; the resolved number is what the checkpoints, the saved models and ``config.yaml`` hold.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from changescope.multimodal.sampler import RatioBatchSampler
 from changescope.train import state as st
 from changescope.train.ssl import epoch_generator, resolve_device, torch_threads, training_progress
 
-__all__ = ["RESUMABLE_FIELDS", "MultimodalTrainResult", "train_multimodal"]
+__all__ = ["RESUMABLE_FIELDS", "MultimodalTrainResult", "resolve_config", "train_multimodal"]
 
 RESUMABLE_FIELDS = frozenset({"optim.epochs", "out", "device", "threads", "data.workers", "data.cache_size"})
 """Configuration fields that may differ from the run's when resuming (they do not change what is computed)."""
@@ -83,6 +86,24 @@ def _labels(dataset: Dataset[Any]) -> np.ndarray:
     if labels is None:
         labels = [int(dataset[i]["label"]) for i in range(len(dataset))]  # type: ignore[arg-type]
     return np.asarray(labels, dtype=np.int64)
+
+
+def _has_classes(dataset: Dataset[Any]) -> bool:
+    flag = getattr(dataset, "has_classes", None)
+    if flag is not None:
+        return bool(flag)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        return False
+    first = dataset[0]
+    return "damage_class" in first and int(first["damage_class"]) >= 0
+
+
+def resolve_config(config: MultimodalConfig, dataset_train: Dataset[Any]) -> MultimodalConfig:
+    """``config`` with ``model.n_classes`` resolved against the training set (module docstring)."""
+    if config.model.n_classes is not None:
+        return config
+    model = config.model.with_classes(_has_classes(dataset_train))
+    return config.model_copy(update={"model": model})
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,8 +167,11 @@ class _Trainer:
                     f"model.n_classes={self.config.model.n_classes} but the dataset items have no 'damage_class'; "
                     "set model.n_classes: 0 or give the ROI classes"
                 )
-            ce = F.cross_entropy(out.logits, batch["damage_class"].to(self.device).long())
-            loss = loss + self.config.model.class_weight * ce
+            target = batch["damage_class"].to(self.device).long()
+            known = target >= 0
+            if bool(known.any()):  # -1 = no class (ignored); a batch without any class adds nothing
+                ce = F.cross_entropy(out.logits[known], target[known])
+                loss = loss + self.config.model.class_weight * ce
         return loss, out.score
 
     def epoch(self, epoch: int, on_step: Callable[[float], None]) -> dict[str, Any]:
@@ -302,6 +326,7 @@ def train_multimodal(
         ParameterError: ``out`` holds checkpoints and ``resume`` is False; the configuration or datasets differ
             from the run's on resume; the labels cannot fill a batch at the negative share; the loss diverges.
     """
+    config = resolve_config(config, dataset_train)
     out = Path(config.out).expanduser()
     states = st.list_states(out)
     if not resume and st.has_checkpoints(out):

@@ -61,6 +61,14 @@ def test_index_of_a_flat_root(flat: Path, tmp_path: Path) -> None:
     assert frame.attrs["params"]["context"] == 32 and frame.attrs["params"]["seed"] == 3
     assert frame["sample"].nunique() == 4 and set(frame["split"]) == {"train", "val"}
     assert set(frame["label"]) <= {0, 1}
+    assert frame.attrs["params"]["class_rule"] == "majority" and set(frame["damage_class"]) <= {0, 1, 2, 3}
+    rule = ["--class-rule", "maximum"]
+    result = runner.invoke(app, ["multimodal", "index", "--root", str(flat), "--out", str(out), *small, *rule])
+    assert result.exit_code == 0, result.output
+    maximum = read_index(out)
+    assert maximum.attrs["params"]["class_rule"] == "maximum"
+    assert (maximum["damage_class"] >= frame["damage_class"]).all()
+    assert (maximum["damage_class"] > frame["damage_class"]).any()
 
 
 def test_limit_disaster_and_blacklist(flat: Path, tmp_path: Path) -> None:

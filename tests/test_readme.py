@@ -23,6 +23,7 @@ NEEDS_USER_FILES = {
     ("train", "ssl"): "needs cfg.yaml with data.inputs set by the user (tests/train runs train_ssl)",
     ("train", "sample-locations"): "needs the user's cities.csv and land.tif (tests/train covers it)",
     ("run", "checkpoint"): "needs the encoder that `train ssl` writes (tests/train loads such checkpoints)",
+    ("serve", ""): "starts a web server that runs until Ctrl-C (tests/serve drives the app, in a browser too)",
     ("multimodal", ""): "needs a BRIGHT tree and a trained model (tests/multimodal/test_cli_train_predict.py runs "
     "index, default-config, train, predict and threshold end to end on generated ones)",
 }

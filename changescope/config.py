@@ -21,12 +21,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 from changescope.errors import ParameterError
 from changescope.types import ClusterMethod, Context, Device, Method, Metric, RankBy, Reference, ThresholdMethod
 
-__all__ = ["STAGES", "DiscoverConfig", "EmbedConfig", "RunConfig", "ScoreConfig", "option_flag"]
+__all__ = ["STAGES", "DiscoverConfig", "EmbedConfig", "NullScale", "RunConfig", "ScoreConfig", "option_flag"]
+
+NullScale: TypeAlias = Literal["patch", "aoi"]
+"""How the null of "no change" treats patches (:mod:`changescope.change.calibrate`)."""
 
 STAGES: tuple[str, ...] = ("embed", "score", "discover")
 """The stages of a run, in order."""
@@ -118,6 +121,10 @@ class ScoreConfig:
             ``"quantile"`` or a number on normalised scores), which finds changes even where nothing changed.
         false_alarms: Expected false changes per 1000 patches for ``threshold="nfa"``.
         fdr: False-discovery rate for ``threshold="fdr"``.
+        null_scale: For ``"nfa"`` and ``"fdr"``: ``"patch"`` (default) tests each score divided by its patch's
+            own noise level in the reference period, leave-out calibrated (patches without good peers score high
+            at every date and no longer set the threshold for all); ``"aoi"`` tests the plain z-scores against one
+            null for every patch (:mod:`changescope.change.calibrate`).
         q: Quantile for ``threshold="quantile"``.
         persistence: Following valid dates that must confirm an event.
     """
@@ -135,6 +142,7 @@ class ScoreConfig:
     threshold: ThresholdMethod | float = "nfa"
     false_alarms: float = 1.0
     fdr: float = 0.05
+    null_scale: NullScale = "patch"
     q: float = 0.99
     persistence: int = 1
 
@@ -142,6 +150,7 @@ class ScoreConfig:
         _one_of("method", self.method, Method)
         _one_of("reference", self.reference, Reference)
         _one_of("context", self.context, Context)
+        _one_of("null_scale", self.null_scale, NullScale)
         if self.metric is not None:
             _one_of("metric", self.metric, Metric)
         _at_least("k", self.k, 1)

@@ -33,6 +33,22 @@ observations (:func:`changescope.change.store.calibrate`). ``p = null.sf(score)`
   false detections in the whole run is then at most ``epsilon``: ``false_alarms`` false changes per 1000 patches.
 - ``"fdr"``: Benjamini-Hochberg at level ``q``: among the reported observations, the expected share of false ones
   is at most ``q`` (under independence or positive dependence).
+
+**Each patch's own noise** (:class:`PatchNoise`, ``null_scale="patch"``, the default). The z-scores of unchanged
+patches are not alike: a patch with no good peer (a stadium, a bright roof, a river bend) or one whose edges move
+with every sub-pixel shift scores high at *every* date, reference period included, and those patches make the
+AOI-wide null so heavy-tailed (generalised Pareto shape 0.3-0.8 on OSCD series) that a real change must score 30 or
+more to pass. So the tested statistic is the score *studentised* by the patch's own noise level: ``z / (c + nu)``,
+``nu`` the median of the patch's positive reference-period null z-scores and ``c`` a floor common to all patches
+(:data:`NOISE_FLOOR` times the median positive null z-score, at least 1), which keeps a patch that happened to be
+quiet in its few reference dates from dividing by almost nothing. Its null samples are studentised *leave-out*: a
+null sample built from some reference observations is divided by the noise level of the patch's *other* reference
+observations only, so that it is not divided by itself (which would make the null far too light). Each later
+observation is divided by the level of all its patch's reference observations; with three references the null's
+denominator then rests on fewer observations than the tested one's, which errs on the safe side (a heavier null
+tail). The null is still one model pooled over every patch of the AOI, now of a statistic whose tail no longer
+depends on which patch it comes from. With too few leave-out samples (fewer than :data:`MIN_NULL`, e.g. two
+reference dates) the plain z-scores are tested (``null_scale="aoi"``).
 """
 
 from __future__ import annotations
@@ -52,6 +68,7 @@ __all__ = [
     "Decision",
     "DecisionRule",
     "NullModel",
+    "PatchNoise",
     "bh_threshold",
     "decide",
 ]
@@ -65,6 +82,8 @@ MIN_NULL = 200
 """Fewest null scores for an empirical null; with fewer the Gaussian approximation is used."""
 MIN_EXCESSES = 30
 """Fewest exceedances for a tail fit; with fewer the tail is exponential with the excesses' mean."""
+NOISE_FLOOR = 2.0
+"""The floor ``c`` of the studentised statistic, in medians of the positive null z-scores (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class NullModel:
         u: Tail threshold (the :data:`TAIL_QUANTILE` of the sample).
         xi: Generalised Pareto shape of the tail (>= 0).
         beta: Generalised Pareto scale of the tail.
+        noise_floor: The floor ``c`` when the statistic is studentised by each patch's noise (:class:`PatchNoise`),
+            ``None`` for plain z-scores.
     """
 
     kind: str
@@ -84,6 +105,7 @@ class NullModel:
     u: float = float("nan")
     xi: float = 0.0
     beta: float = 1.0
+    noise_floor: float | None = None
 
     @classmethod
     def gaussian(cls) -> NullModel:
@@ -91,8 +113,14 @@ class NullModel:
         return cls("gaussian", np.zeros(0))
 
     @classmethod
-    def fit(cls, null_scores: NDArray[np.floating]) -> NullModel:
-        """Fit the null to null scores (NaN ignored); fewer than :data:`MIN_NULL` give the Gaussian null."""
+    def fit(cls, null_scores: NDArray[np.floating], noise_floor: float | None = None) -> NullModel:
+        """Fit the null to null scores (NaN ignored); fewer than :data:`MIN_NULL` give the Gaussian null.
+
+        Args:
+            null_scores: Samples of the tested statistic under "no change".
+            noise_floor: The floor of a studentised statistic (:class:`PatchNoise`), recorded; ``None`` for plain
+                z-scores.
+        """
         s = np.sort(np.asarray(null_scores, dtype=np.float64).ravel())
         s = s[np.isfinite(s)]
         if s.size < MIN_NULL:
@@ -101,11 +129,11 @@ class NullModel:
         excess = s[s > u] - u
         if excess.size < MIN_EXCESSES or not np.any(excess > 0):
             scale = float(max(excess.mean(), 1e-6)) if excess.size else 1.0
-            return cls("reference", s, u, 0.0, scale)
+            return cls("reference", s, u, 0.0, scale, noise_floor)
         xi, _, beta = stats.genpareto.fit(excess, floc=0.0)
         if not np.isfinite(xi) or not np.isfinite(beta) or xi < 0:  # never a finite end point
             xi, beta = 0.0, float(excess.mean())
-        return cls("reference", s, u, float(min(xi, 0.9)), float(max(beta, 1e-9)))
+        return cls("reference", s, u, float(min(xi, 0.9)), float(max(beta, 1e-9)), noise_floor)
 
     @property
     def tail_share(self) -> float:
@@ -148,7 +176,86 @@ class NullModel:
             "tail_threshold": None if not np.isfinite(self.u) else round(self.u, 4),
             "tail_shape": round(self.xi, 4),
             "tail_scale": round(self.beta, 4),
+            "scale": "aoi" if self.noise_floor is None else "patch",
+            "noise_floor": None if self.noise_floor is None else round(self.noise_floor, 4),
         }
+
+
+def _compress(null_z: NDArray[np.floating]) -> F64:
+    """``(N, K)``: each patch's finite null z-scores in date order, NaN-padded (K = most of any patch)."""
+    z = np.asarray(null_z, dtype=np.float64)
+    fin = np.isfinite(z)
+    k = max(int(fin.sum(axis=0).max(initial=0)), 1)
+    order = np.argsort(~fin, axis=0, kind="stable")[:k]  # the finite dates first, in date order
+    return np.asarray(np.take_along_axis(z, order, axis=0).T, dtype=np.float64)
+
+
+def _median_level(v: F64) -> F64:
+    """Per row, the median of the positive parts of the finite values (NaN for an empty row)."""
+    out = np.full(v.shape[0], np.nan)
+    has = np.isfinite(v).any(axis=1)
+    out[has] = np.nanmedian(np.maximum(v[has], 0.0), axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class PatchNoise:
+    """Each patch's noise level in its reference period, which studentises its scores (module docstring).
+
+    Attributes:
+        level: ``(N,)`` the median of the patch's positive null z-scores (the AOI's median level where a patch has
+            none).
+        floor: The floor ``c`` added to every level.
+    """
+
+    level: F64
+    floor: float
+
+    @classmethod
+    def fit(cls, null_z: NDArray[np.floating]) -> PatchNoise:
+        """The noise levels of ``(T, N)`` null z-scores (NaN where an observation is no reference)."""
+        v = _compress(null_z)
+        level = _median_level(v)
+        finite = v[np.isfinite(v)]
+        typical = float(np.median(np.maximum(finite, 0.0))) if finite.size else 0.0
+        fill = float(np.nanmedian(level)) if np.isfinite(level).any() else 0.0
+        return cls(np.where(np.isfinite(level), level, fill), max(1.0, NOISE_FLOOR * typical))
+
+    @property
+    def scale(self) -> F64:
+        """``(N,)`` the divisor of each patch's scores, ``floor + level``."""
+        return np.asarray(self.floor + self.level, dtype=np.float64)
+
+    def studentize(self, scores: NDArray[np.floating]) -> F64:
+        """``(T, N)`` scores divided by their patch's :attr:`scale`."""
+        return np.asarray(np.asarray(scores, dtype=np.float64) / self.scale[None, :], dtype=np.float64)
+
+    def null_samples(self, null_z: NDArray[np.floating], confirm: int) -> tuple[F64, F64]:
+        """Leave-out studentised null samples: ``(confirmed, single)``, 1-d.
+
+        A confirmed sample is the minimum over ``confirm + 1`` consecutive reference observations of a patch, a
+        single one is one observation; each is divided by ``floor`` plus the noise level of the patch's other
+        reference observations (samples of patches with no other reference observation are left out).
+
+        Raises:
+            ParameterError: ``confirm`` is negative.
+        """
+        if confirm < 0:
+            raise ParameterError(f"confirm={confirm!r} must be >= 0 observations")
+        v = _compress(null_z)
+        return self._windows(v, confirm + 1), self._windows(v, 1)
+
+    def _windows(self, v: F64, width: int) -> F64:
+        k = v.shape[1]
+        out: list[F64] = []
+        for a in range(k - width + 1):
+            inside = np.zeros(k, dtype=bool)
+            inside[a : a + width] = True
+            window = v[:, inside]
+            rest = _median_level(v[:, ~inside]) if (~inside).any() else np.full(v.shape[0], np.nan)
+            ok = np.isfinite(window).all(axis=1) & np.isfinite(rest)
+            out.append(window[ok].min(axis=1) / (self.floor + rest[ok]))
+        return np.concatenate(out) if out else np.zeros(0)
 
 
 def bh_threshold(p: NDArray[np.floating], q: float) -> float:

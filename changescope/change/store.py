@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import NDArray
 
-from changescope.change.calibrate import NullModel
+from changescope.change.calibrate import MIN_NULL, NullModel, PatchNoise
 from changescope.change.events import Events, extract_events
 from changescope.change.multiscale import max_over_subpatches, subpatch_breaks, subpatch_embeddings
 from changescope.change.score import ChangeScorer, confirm_scores, robust_zscore, standardize_embeddings
@@ -36,6 +36,7 @@ from changescope.config import EmbedConfig, RunConfig, ScoreConfig
 from changescope.errors import ParameterError
 
 __all__ = [
+    "Nulls",
     "ScoredEvents",
     "StoreScores",
     "calibrate",
@@ -62,7 +63,7 @@ class StoreScores:
             has fewer than ``confirm`` observations after them).
         p: p-values of ``scores`` (of ``z`` where pending) against the null (:mod:`changescope.change.calibrate`),
             set by :func:`score_multiscale`.
-        nulls: The ``(confirmed, single-observation)`` null models ``p`` comes from.
+        nulls: The null models ``p`` comes from.
     """
 
     raw: NDArray[np.float64]
@@ -73,7 +74,56 @@ class StoreScores:
     null_z: NDArray[np.float64]
     null_scores: NDArray[np.float64]
     p: NDArray[np.float64] | None = None
-    nulls: tuple[NullModel, NullModel] | None = None
+    nulls: Nulls | None = None
+
+
+@dataclass(frozen=True)
+class Nulls:
+    """The null of "no change" of a run's scores (:mod:`changescope.change.calibrate`).
+
+    Attributes:
+        confirmed: The null of confirmed scores.
+        single: The null of single observations (pending ones).
+        noise: Each patch's noise level, which divides its scores before they are tested (``null_scale="patch"``),
+            or ``None`` (the plain z-scores are tested).
+    """
+
+    confirmed: NullModel
+    single: NullModel
+    noise: PatchNoise | None = None
+
+    @classmethod
+    def fit(cls, scored: StoreScores, scale: str = "patch", confirm: int = 1) -> Nulls:
+        """The nulls of ``scored``'s reference-period scores.
+
+        Args:
+            scored: Scores with their null z-scores and confirmed null scores.
+            scale: ``"patch"``: studentise by each patch's noise (falls back to ``"aoi"`` with fewer than
+                ``MIN_NULL`` leave-out samples); ``"aoi"``: one null of the plain z-scores.
+            confirm: The observations confirming a score (the windows of the confirmed null).
+
+        Raises:
+            ParameterError: Unknown ``scale``.
+        """
+        if scale not in ("patch", "aoi"):
+            raise ParameterError(f"null_scale={scale!r} must be 'patch' or 'aoi'")
+        n_t = scored.null_z.shape[0]
+        if scale == "patch":
+            noise = PatchNoise.fit(scored.null_z.reshape(n_t, -1))
+            conf, single = noise.null_samples(scored.null_z.reshape(n_t, -1), confirm)
+            if conf.size >= MIN_NULL:
+                return cls(NullModel.fit(conf, noise.floor), NullModel.fit(single, noise.floor), noise)
+        return cls(NullModel.fit(scored.null_scores), NullModel.fit(scored.null_z))
+
+    def p_values(self, scored: StoreScores) -> NDArray[np.float64]:
+        """p-values of the confirmed scores, of the single z-scores where pending, NaN where not scored."""
+        shape = scored.scores.shape
+        scores, z = scored.scores.reshape(shape[0], -1), scored.z.reshape(shape[0], -1)
+        if self.noise is not None and self.noise.level.size == scores.shape[1]:
+            scores, z = self.noise.studentize(scores), self.noise.studentize(z)
+        pending = scored.pending.reshape(scores.shape)
+        p = np.where(pending, self.single.sf(z), self.confirmed.sf(scores))
+        return np.asarray(np.where(np.isfinite(scores), p, np.nan).reshape(shape), dtype=np.float64)
 
 
 def score_config(config: ScoreConfig | RunConfig) -> ScoreConfig:
@@ -175,16 +225,17 @@ def _raise(coarse: NDArray[np.float64], fine: NDArray[np.float64], subdivide: in
     return np.where(np.isfinite(coarse), np.fmax(coarse, best), np.nan)
 
 
-def calibrate(scored: StoreScores, nulls: tuple[NullModel, NullModel] | None = None) -> StoreScores:
+def calibrate(
+    scored: StoreScores, nulls: Nulls | None = None, *, scale: str = "patch", confirm: int = 1
+) -> StoreScores:
     """Set ``scored.p``: confirmed scores against the null of confirmed scores, pending ones against the single one.
 
-    The null models are fitted to ``scored.null_scores`` and ``scored.null_z`` (the same statistic computed over
-    the reference period, :class:`~changescope.change.calibrate.NullModel`) unless ``nulls`` are given.
+    The null models are fitted to the same statistic computed over the reference period (:meth:`Nulls.fit`, with
+    ``scale`` and ``confirm``) unless ``nulls`` are given.
     """
     if nulls is None:
-        nulls = (NullModel.fit(scored.null_scores), NullModel.fit(scored.null_z))
-    p = np.where(scored.pending, nulls[1].sf(scored.z), nulls[0].sf(scored.scores))
-    scored.p = np.where(np.isfinite(scored.scores), p, np.nan)
+        nulls = Nulls.fit(scored, scale, confirm)
+    scored.p = nulls.p_values(scored)
     scored.nulls = nulls
     return scored
 
@@ -195,12 +246,13 @@ def score_multiscale(
     config: ScoreConfig | RunConfig,
     subdivide: int = 2,
     breaks: NDArray[np.bool_] | None = None,
-    nulls: tuple[NullModel, NullModel] | None = None,
+    nulls: Nulls | None = None,
 ) -> tuple[StoreScores, NDArray[np.float32]]:
     """:func:`score_store` on the patches, raised to the highest score of their sub-patches, then calibrated.
 
     The null statistic is raised the same way (a patch's reference-period score is the highest of its own and its
-    sub-patches'), so the p-values account for testing every patch at ``1 + subdivide**2`` units.
+    sub-patches'), so the p-values account for testing every patch at ``1 + subdivide**2`` units; with
+    ``null_scale="patch"`` that raised statistic is studentised by the patch's noise.
 
     Args:
         emb: The patch embeddings store.
@@ -218,8 +270,9 @@ def score_multiscale(
     config = score_config(config)
     coarse = score_store(emb, config, breaks=breaks, null=nulls is None)
     X = np.asarray(emb["embedding"].values, dtype=np.float32)
+    scale, confirm = config.null_scale, config.confirm
     if fine is None:
-        return calibrate(coarse, nulls), X
+        return calibrate(coarse, nulls, scale=scale, confirm=confirm), X
     size = int(emb.attrs["patch_size"])
     stride = int(emb.attrs.get("stride") or size)
     step = stride // (size // subdivide)
@@ -237,7 +290,7 @@ def score_multiscale(
         null_z=_raise(coarse.null_z, sub.null_z, subdivide, step),
         null_scores=_raise(coarse.null_scores, sub.null_scores, subdivide, step),
     )
-    return calibrate(merged, nulls), X
+    return calibrate(merged, nulls, scale=scale, confirm=confirm), X
 
 
 @dataclass
@@ -298,7 +351,7 @@ def score_events(
     breaks = np.zeros((n_t, n_rows * n_cols), dtype=bool)
     passes = 0
     spent = {"score": 0.0, "events": 0.0}
-    nulls: tuple[NullModel, NullModel] | None = None
+    nulls: Nulls | None = None
     while True:
         passes += 1
         seg = breaks.reshape(n_t, n_rows, n_cols) if breaks.any() else None
@@ -324,7 +377,7 @@ def score_events(
             breaks=breaks if breaks.any() else None,
             pvalues=None if scored.p is None else scored.p.reshape(n_t, -1),
             pending=scored.pending.reshape(n_t, -1),
-            null=None if scored.nulls is None else scored.nulls[0],
+            null=None if scored.nulls is None else scored.nulls.confirmed,
             false_alarms=config.false_alarms,
             fdr=config.fdr,
         )

@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from changescope.change.calibrate import NullModel, bh_threshold, decide
+from changescope.change.calibrate import NullModel, PatchNoise, bh_threshold, decide
 from changescope.change.store import score_events
 from changescope.errors import ParameterError
 from changescope.run import RunConfig
@@ -138,3 +138,74 @@ def test_real_changes_are_found_dated_and_the_rest_stays_quiet():
     assert len(at_end) == 1 and at_end["status"].iloc[0] == "pending" and not at_end["confirmed"].iloc[0]
     others = set(done["patch"]) - {*clear_change, hidden}
     assert len(others) <= 3
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Each patch's own noise (null_scale="patch")
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_patch_noise_levels_and_leave_out_samples_match_a_naive_loop():
+    rng = np.random.default_rng(3)
+    n_t, n = 4, 50
+    null_z = np.full((6, n), np.nan)
+    null_z[:n_t] = np.abs(rng.normal(size=(n_t, n))) * rng.choice([1.0, 6.0], size=n)  # quiet and noisy patches
+    null_z[1, :5] = np.nan  # a few patches miss a reference observation
+    noise = PatchNoise.fit(null_z)
+    positive = np.median(np.maximum(null_z[np.isfinite(null_z)], 0))
+    assert noise.floor == pytest.approx(max(1.0, 2.0 * positive))
+    confirmed, single = noise.null_samples(null_z, confirm=1)
+    want_conf, want_single = [], []
+    for j in range(n):
+        v = null_z[np.isfinite(null_z[:, j]), j]
+        assert noise.level[j] == pytest.approx(np.median(np.maximum(v, 0)))
+        for width, out in ((2, want_conf), (1, want_single)):
+            for a in range(v.size - width + 1):
+                rest = np.delete(v, np.arange(a, a + width))
+                out.append(v[a : a + width].min() / (noise.floor + np.median(np.maximum(rest, 0))))
+    assert np.sort(confirmed) == pytest.approx(np.sort(want_conf))
+    assert np.sort(single) == pytest.approx(np.sort(want_single))
+    s = noise.studentize(null_z)
+    assert s[0] == pytest.approx(null_z[0] / (noise.floor + noise.level))
+    with pytest.raises(ParameterError):
+        noise.null_samples(null_z, confirm=-1)
+
+
+def _uneven_noise(seed: int, side: int = 24, n_t: int = 12, dim: int = 8):
+    """Like :func:`_noise`, but a fifth of the patches are five times noisier at every date (edges, bright roofs)."""
+    X, vf = _noise(seed, side, n_t, dim)
+    rng = np.random.default_rng(1000 + seed)
+    noisy = rng.uniform(size=side * side) < 0.2
+    X[:, noisy] += rng.normal(scale=0.8, size=(n_t, int(noisy.sum()), dim))
+    return X, vf, noisy
+
+
+@pytest.mark.parametrize("scale", ["patch", "aoi"])
+def test_false_alarms_stay_within_their_bound_when_patches_differ_in_noise(scale):
+    cfg = RunConfig(patch_size=16, subdivide=1, false_alarms=5.0, null_scale=scale)
+    n_false = n_patches = 0
+    for seed in range(6):
+        X, vf, _ = _uneven_noise(seed)
+        found = score_events(_store(X, vf, 24), None, cfg, 1)
+        n_false += int(found.events.frame["confirmed"].sum())
+        n_patches += 24 * 24
+        assert found.events.decision is not None
+        assert found.events.decision.null["scale"] == scale
+    bound = cfg.false_alarms * n_patches / 1000
+    assert n_false <= stats.poisson.ppf(1 - 1e-4, bound), (n_false, bound)
+
+
+def test_the_patch_null_finds_changes_on_quiet_patches_that_noisy_patches_hide_from_the_aoi_null():
+    side = 24
+    found = {"patch": 0, "aoi": 0}
+    for seed in range(3):
+        X, vf, noisy = _uneven_noise(40 + seed)
+        quiet = np.flatnonzero(~noisy)
+        changed = np.random.default_rng(seed).choice(quiet, size=20, replace=False)
+        X[6:, changed] += 4.0 / np.sqrt(X.shape[2])  # a step the noisy patches hide from one AOI-wide null
+        for scale in found:
+            cfg = RunConfig(patch_size=16, subdivide=1, false_alarms=1.0, null_scale=scale)
+            f = score_events(_store(X, vf, side), None, cfg, 1).events.frame
+            done = f[f["confirmed"]]
+            found[scale] += int(np.isin(changed, done["patch"].to_numpy()).sum())
+    assert found["patch"] >= 8 and found["aoi"] <= found["patch"] // 4, found

@@ -51,6 +51,53 @@ def true_types(run_dir: Path, events: gpd.GeoDataFrame) -> dict[str, str]:
     return out
 
 
+def build(seeds: list[int], size: int, months: int, patch_size: int, work: Path) -> tuple[list[Path], dict]:
+    """Synthesise and run one AOI per seed under ``work``; ``(run folders, {run: {event_id: true type}})``."""
+    runs, truth = [], {}
+    for seed in seeds:
+        t0 = time.perf_counter()
+        root = work / f"aoi_{seed}"
+        info = make_aoi(root, seed, size, months, aoi=f"aoi_{seed:04d}", overwrite=True)
+        out = work / f"run_{seed}"
+        ds = changescope.open(root, aoi=info.aoi)
+        run_pipeline(ds, out, RunConfig(seed=0, patch_size=patch_size), progress=False)
+        (out / "feedback.sqlite").unlink(missing_ok=True)
+        runs.append(out)
+        truth[out.name] = true_types(out, info.events)
+        print(f"seed {seed}: {len(truth[out.name])} changes, run in {time.perf_counter() - t0:.0f} s", flush=True)
+    return runs, truth
+
+
+def evaluate(runs: list[Path], truth: dict) -> pd.DataFrame:
+    """One row per query: its type, precision@10 unlabelled and with one relevant + one irrelevant label."""
+    bench = Workbench(runs)
+    rows = []
+    for rid, served in bench.runs.items():
+        for eid in served.events["event_id"]:
+            kind = truth[rid][eid]
+            if kind == "none":
+                continue
+            plain = bench.similar(rid, eid, k=3 * K, use_feedback=False)["items"]
+            types = [truth[it["run"]][it["event_id"]] for it in plain]
+            same = next((it for it, t in zip(plain[:K], types[:K], strict=True) if t == kind), None)
+            other = next((it for it, t in zip(plain[:K], types[:K], strict=True) if t != kind), None)
+            if same is None or other is None:
+                continue
+            bench.set_label(same["run"], same["event_id"], None, "relevant")
+            bench.set_label(other["run"], other["event_id"], None, "irrelevant")
+            steered = bench.similar(rid, eid, k=3 * K, use_feedback=True)["items"]
+            bench.set_label(same["run"], same["event_id"], None, "none")
+            bench.set_label(other["run"], other["event_id"], None, "none")
+            marked = {(same["run"], same["event_id"]), (other["run"], other["event_id"])}
+
+            def precision(items: list[dict], kind: str = kind, marked: set = marked) -> float:
+                kept = [it for it in items if (it["run"], it["event_id"]) not in marked][:K]
+                return float(np.mean([truth[it["run"]][it["event_id"]] == kind for it in kept])) if kept else 0.0
+
+            rows.append({"type": kind, "plain": precision(plain), "feedback": precision(steered)})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -60,45 +107,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="cs_feedback_") as tmp:
-        work = args.work or Path(tmp)
-        runs, truth = [], {}
-        for seed in args.seeds:
-            t0 = time.perf_counter()
-            root = work / f"aoi_{seed}"
-            info = make_aoi(root, seed, args.size, args.months, aoi=f"aoi_{seed:04d}", overwrite=True)
-            out = work / f"run_{seed}"
-            ds = changescope.open(root, aoi=info.aoi)
-            run_pipeline(ds, out, RunConfig(seed=0, patch_size=args.patch_size), progress=False)
-            (out / "feedback.sqlite").unlink(missing_ok=True)
-            runs.append(out)
-            truth[out.name] = true_types(out, info.events)
-            print(f"seed {seed}: {len(truth[out.name])} changes, run in {time.perf_counter() - t0:.0f} s", flush=True)
-        bench = Workbench(runs)
-        rows = []
-        for rid, served in bench.runs.items():
-            for eid in served.events["event_id"]:
-                kind = truth[rid][eid]
-                if kind == "none":
-                    continue
-                plain = bench.similar(rid, eid, k=3 * K, use_feedback=False)["items"]
-                types = [truth[it["run"]][it["event_id"]] for it in plain]
-                same = next((it for it, t in zip(plain[:K], types[:K], strict=True) if t == kind), None)
-                other = next((it for it, t in zip(plain[:K], types[:K], strict=True) if t != kind), None)
-                if same is None or other is None:
-                    continue
-                bench.set_label(same["run"], same["event_id"], None, "relevant")
-                bench.set_label(other["run"], other["event_id"], None, "irrelevant")
-                steered = bench.similar(rid, eid, k=3 * K, use_feedback=True)["items"]
-                bench.set_label(same["run"], same["event_id"], None, "none")
-                bench.set_label(other["run"], other["event_id"], None, "none")
-                marked = {(same["run"], same["event_id"]), (other["run"], other["event_id"])}
-
-                def precision(items: list[dict], kind: str = kind, marked: set = marked) -> float:
-                    kept = [it for it in items if (it["run"], it["event_id"]) not in marked][:K]
-                    return float(np.mean([truth[it["run"]][it["event_id"]] == kind for it in kept])) if kept else 0.0
-
-                rows.append({"type": kind, "plain": precision(plain), "feedback": precision(steered)})
-        frame = pd.DataFrame(rows)
+        runs, truth = build(args.seeds, args.size, args.months, args.patch_size, args.work or Path(tmp))
+        frame = evaluate(runs, truth)
         if frame.empty:
             print("no query had both a same-type and an other-type result to mark")
             return

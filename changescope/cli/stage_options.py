@@ -11,7 +11,7 @@ from typing import Annotated, get_args
 
 import typer
 
-from changescope.config import DiscoverConfig, EmbedConfig, ScoreConfig
+from changescope.config import DiscoverConfig, EmbedConfig, NullScale, ScoreConfig
 from changescope.errors import ParameterError
 from changescope.types import ClusterMethod, Context, Device, Method, Metric, RankBy, Reference, ThresholdMethod
 
@@ -54,6 +54,13 @@ FalseAlarms = Annotated[
 Fdr = Annotated[
     float | None,
     typer.Option("--fdr", help="Declare changes at this false-discovery rate instead (Benjamini-Hochberg)."),
+]
+NullScaleOpt = Annotated[
+    NullScale,
+    typer.Option(
+        "--null-scale",
+        help="patch: test each score against its patch's own reference-period noise (default); aoi: one null for all.",
+    ),
 ]
 Persistence = Annotated[int, typer.Option("--persistence", help="Following dates confirming a change.")]
 Confirm = Annotated[int, typer.Option("--confirm", help="Next observations a score must hold for (0 = off).")]
@@ -106,6 +113,7 @@ def score_config(
     persistence: int,
     confirm: int,
     rebase: bool,
+    null_scale: NullScale = "patch",
 ) -> ScoreConfig:
     """The scoring configuration of the command line's options."""
     return ScoreConfig(
@@ -118,6 +126,7 @@ def score_config(
         threshold=parse_threshold(threshold, fdr),
         false_alarms=false_alarms,
         fdr=SCORE.fdr if fdr is None else fdr,
+        null_scale=null_scale,
         persistence=persistence,
         confirm=confirm,
         rebase=rebase,

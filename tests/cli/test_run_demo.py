@@ -55,7 +55,10 @@ def test_run_cli_decision_options(tmp_path, capsys):
     main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "f"), *common, "--fdr", "0.1"])
     main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "n"), *common, "--false-alarms", "3"])
     main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "o"), *common, "--threshold", "otsu"])
-    f, n, o = (json.loads((tmp_path / x / "run.json").read_text()) for x in "fno")
+    main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "a"), *common, "--null-scale", "aoi"])
+    f, n, o, a = (json.loads((tmp_path / x / "run.json").read_text()) for x in "fnoa")
+    assert n["config"]["null_scale"] == "patch" and a["config"]["null_scale"] == "aoi"
+    assert a["decision"]["null"]["scale"] == "aoi"
     assert f["decision"]["rule"] == "fdr" and f["decision"]["fdr"] == 0.1
     assert n["decision"]["rule"] == "nfa" and n["decision"]["false_alarms_per_1000_patches"] == 3.0
     assert n["decision"]["p_threshold"] == 3.0 * n["decision"]["n_patches"] / 1000 / n["decision"]["n_tests"]
@@ -66,3 +69,8 @@ def test_run_cli_decision_options(tmp_path, capsys):
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "--false-alarms" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(tmp_path / "aoi"), "--out", str(tmp_path / "bad"), *common, "--null-scale", "pixel"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--null-scale" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -46,8 +46,15 @@ def _samples(
     blacklist: Path | None,
     include_blacklist: bool,
     limit: int | None,
+    split: str | None = None,
+    need_truth: bool = False,
 ) -> list[Sample]:
-    """The samples the options name: a BRIGHT root, or one ``--pre``/``--post`` pair."""
+    """The samples the options name: a BRIGHT root (one DFC25 ``split`` or all), or one ``--pre``/``--post`` pair.
+
+    Raises:
+        ParameterError: Both or neither given, a root-only option with a pair, or no ``--truth`` when
+            ``need_truth``.
+    """
     from changescope.multimodal.layout import read_bright
     from changescope.multimodal.pairs import pair_sample
 
@@ -55,16 +62,20 @@ def _samples(
     if root is not None:
         if pre is not None or post is not None or truth is not None:
             raise ParameterError("--root cannot be combined with --pre/--post/--truth; give a root or a pair")
-        return read_bright(
-            root,
-            select_disaster=select_disaster,
-            blacklist=blacklist,
-            include_blacklist=include_blacklist,
-            limit=limit,
+        return list(
+            read_bright(
+                root,
+                splits=None if split is None else [split],
+                select_disaster=select_disaster,
+                blacklist=blacklist,
+                include_blacklist=include_blacklist,
+                limit=limit,
+            )
         )
-    if pre is None or post is None:
-        raise ParameterError("give --root DIR (a BRIGHT / DFC25 root) or both --pre FILE and --post FILE")
-    for flag, value in (("--select-disaster", select_disaster), ("--blacklist", blacklist)):
+    if pre is None or post is None or (need_truth and truth is None):
+        files = "--pre FILE, --post FILE and --truth FILE" if need_truth else "both --pre FILE and --post FILE"
+        raise ParameterError(f"give --root DIR (a BRIGHT / DFC25 root) or {files}")
+    for flag, value in (("--split", split), ("--select-disaster", select_disaster), ("--blacklist", blacklist)):
         if value is not None:
             raise ParameterError(f"{flag} applies to --root only; drop it with --pre/--post")
     return [pair_sample(pre, post, truth, pre_modality=modalities[0], post_modality=modalities[1])]

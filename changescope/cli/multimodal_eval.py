@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from changescope.cli.multimodal import mm_app
+from changescope.cli.multimodal import _samples, mm_app
 from changescope.cli.options import Quiet
 from changescope.errors import ParameterError
 
@@ -47,30 +47,19 @@ def _eval_samples(
     include_blacklist: bool,
     limit: int | None,
 ) -> list[Sample]:
-    from changescope.multimodal.layout import read_bright
-    from changescope.multimodal.pairs import pair_sample
-
-    pre, post, truth = pair
-    if root is not None:
-        if pre is not None or post is not None or truth is not None:
-            raise ParameterError("--root cannot be combined with --pre/--post/--truth; give a root or a pair")
-        return list(
-            read_bright(
-                root,
-                splits=None if split is None else [split],
-                select_disaster=select_disaster,
-                blacklist=blacklist,
-                include_blacklist=include_blacklist,
-                limit=limit,
-            )
-        )
-    if pre is None or post is None or truth is None:
-        raise ParameterError("give --root DIR (a BRIGHT / DFC25 root) or --pre FILE, --post FILE and --truth FILE")
-    for flag, value in (("--split", split), ("--select-disaster", select_disaster), ("--blacklist", blacklist)):
-        if value is not None:
-            raise ParameterError(f"{flag} applies to --root only; drop it with --pre/--post")
-    sample = pair_sample(pre, post, truth, pre_modality=modalities[0], post_modality=modalities[1])
-    return [replace(sample, target_kind=truth_kind)]
+    """The samples to evaluate: ``_samples`` with a truth required; a pair's truth is read as ``truth_kind``."""
+    samples = _samples(
+        root,
+        pair,
+        modalities,
+        select_disaster=select_disaster,
+        blacklist=blacklist,
+        include_blacklist=include_blacklist,
+        limit=limit,
+        split=split,
+        need_truth=True,
+    )
+    return samples if root is not None else [replace(s, target_kind=truth_kind) for s in samples]
 
 
 @mm_app.command("evaluate")

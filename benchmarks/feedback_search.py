@@ -17,7 +17,7 @@ skipped (there is nothing to mark). Labels are cleared between queries.
 Printed: per type, the number of queries and the mean precision@10 unlabelled and with feedback, and the share of
 queries where feedback did at least as well.
 
-Usage: python benchmarks/feedback_search.py [--seeds 0 1] [--size 512] [--months 24] [--patch-size 16]
+Usage: python benchmarks/feedback_search.py [--seeds 0 1 2 3] [--size 512] [--months 24] [--patch-size 16]
     [--work DIR]
 """
 
@@ -100,7 +100,7 @@ def evaluate(runs: list[Path], truth: dict) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--months", type=int, default=24)
     ap.add_argument("--patch-size", type=int, default=16)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from changescope.patch_scores import PatchScores
 from changescope.serve.app import MAX_BODY, create_app
+from changescope.serve.ranking import NEGATIVE_WEIGHT
 
 
 @pytest.fixture()
@@ -282,7 +283,8 @@ def test_feedback_moves_the_query_and_drops_irrelevant(client: TestClient, runs:
         frame, vecs = frames[run]
         return _unit(vecs[frame["event_id"].tolist().index(eid)])
 
-    query = 2 * (vec("run", top["event_id"]) + vec(rel["run"], rel["event_id"])) / 2 - vec(irr["run"], irr["event_id"])
+    pos = (vec("run", top["event_id"]) + vec(rel["run"], rel["event_id"])) / 2
+    query = 2 * pos - NEGATIVE_WEIGHT * vec(irr["run"], irr["event_id"])
     for it in steered["items"]:
         assert it["similarity"] == pytest.approx(float(_unit(query) @ vec(it["run"], it["event_id"])), abs=1e-4)
     unsteered = client.post(

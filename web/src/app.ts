@@ -904,7 +904,7 @@ export class App {
         { class: "similar-controls" },
         find,
         k,
-        h("label", { class: "check", title: "query = 2·mean(relevant) − mean(irrelevant); labelled-irrelevant changes are dropped" }, fb, "use my labels"),
+        h("label", { class: "check", title: "query = 2·mean(relevant) − 0.5·mean(irrelevant); labelled-irrelevant changes are dropped" }, fb, "use my labels"),
         this.runs.length > 1 ? h("label", { class: "check" }, here, "this AOI only") : null,
       ),
     );

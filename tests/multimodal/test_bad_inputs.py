@@ -13,19 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from changescope.cli.app import main
 from changescope.io.writers import write_geotiff
 from changescope.multimodal.layout import DFC25_DIR, SPLIT_FILES, bright_paths
 from changescope.multimodal.synthetic import SyntheticPair, write_bright
 
-
-def _fails(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as stop:
-        main(args)
-    assert stop.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "Traceback" not in err and "\n" not in err
-    return " ".join(err.split())
+from .cli_helpers import fails
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +39,15 @@ def test_mismatched_sizes_wrong_mask_and_sar_as_optical(
     pre, post, target = bright_paths(root, pair.id)
     small = tmp_path / "small_sar.tif"
     write_geotiff(small, pair.sar[..., :40, :48], crs=pair.crs, transform=pair.transform)
-    err = _fails(_evaluate(tmp_path, "--pre", str(pre), "--post", str(small), "--truth", str(target)), capsys)
+    err = fails(_evaluate(tmp_path, "--pre", str(pre), "--post", str(small), "--truth", str(target)), capsys)
     assert "small_sar.tif" in err and "(40, 48)" in err and "(64, 64)" in err and "co-registered" in err
 
     mask = tmp_path / "mask.tif"
     write_geotiff(mask, np.zeros((32, 64), np.uint8), crs=pair.crs, transform=pair.transform)
-    err = _fails(_evaluate(tmp_path, "--pre", str(pre), "--post", str(post), "--truth", str(mask)), capsys)
+    err = fails(_evaluate(tmp_path, "--pre", str(pre), "--post", str(post), "--truth", str(mask)), capsys)
     assert "mask.tif" in err and "(32, 64)" in err and "pass the mask of this pair" in err
 
-    err = _fails(_evaluate(tmp_path, "--pre", str(post), "--post", str(pre), "--truth", str(target)), capsys)
+    err = fails(_evaluate(tmp_path, "--pre", str(post), "--post", str(pre), "--truth", str(target)), capsys)
     assert "post_disaster.tif" in err and "has 1 band(s)" in err and "pre_modality='sar'" in err
 
 
@@ -63,24 +55,24 @@ def test_unknown_disaster_and_empty_split(
     tree: tuple[Path, list[SyntheticPair]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, _ = tree
-    err = _fails(_evaluate(tmp_path, "--root", str(root), "--select-disaster", "mars-quake"), capsys)
+    err = fails(_evaluate(tmp_path, "--root", str(root), "--select-disaster", "mars-quake"), capsys)
     assert "'mars-quake' is not in this data" in err and "['libya-flood']" in err
 
     dfc = tmp_path / "dfc"
     write_bright(dfc, n=3, size=64, seed=1, layout="dfc25")
     (dfc / DFC25_DIR / SPLIT_FILES["val"]).write_text("# nothing left\n")
-    err = _fails(_evaluate(tmp_path, "--root", str(dfc), "--split", "val"), capsys)
+    err = fails(_evaluate(tmp_path, "--root", str(dfc), "--split", "val"), capsys)
     assert "split 'val' is empty" in err and SPLIT_FILES["val"] in err and "restore the file" in err
-    err = _fails(_evaluate(tmp_path, "--root", str(dfc), "--split", "holdout"), capsys)
+    err = fails(_evaluate(tmp_path, "--root", str(dfc), "--split", "holdout"), capsys)
     assert "'holdout' is not a DFC25 split" in err
 
 
 def test_new_verbs_name_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _fails(["multimodal", "report", str(tmp_path)], capsys)
+    err = fails(["multimodal", "report", str(tmp_path)], capsys)
     assert "evaluation.json" in err and "run `changescope multimodal evaluate" in err
-    err = _fails(_evaluate(tmp_path), capsys)
+    err = fails(_evaluate(tmp_path), capsys)
     assert "give --root DIR" in err
-    err = _fails(_evaluate(tmp_path, "--pre", "a.tif", "--post", "b.tif", "--truth", "c.tif", "--split", "val"), capsys)
+    err = fails(_evaluate(tmp_path, "--pre", "a.tif", "--post", "b.tif", "--truth", "c.tif", "--split", "val"), capsys)
     assert "--split applies to --root only" in err
 
 
@@ -90,5 +82,5 @@ def test_explore_without_umap_learn_says_how_to_get_it(
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "umap" else real(name, *a))
     args = ["multimodal", "explore", "--model", "m", "--index", "i.parquet", "--out", str(tmp_path)]
-    err = _fails([*args, "--method", "pca,umap"], capsys)
+    err = fails([*args, "--method", "pca,umap"], capsys)
     assert "umap-learn" in err and "pip install umap-learn" in err and "'explore' extra" in err and "drop umap" in err

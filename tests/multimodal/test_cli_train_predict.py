@@ -11,31 +11,16 @@ import pytest
 import rasterio
 import yaml
 from rasterio.errors import NotGeoreferencedWarning
-from typer.testing import CliRunner
 
-from changescope.cli.app import app, main
+from changescope.cli.app import app
 from changescope.io.writers import write_geotiff
 from changescope.multimodal.config import DEFAULT_CONFIG_YAML, load_config
 from changescope.multimodal.layout import bright_paths
 from changescope.multimodal.synthetic import SyntheticPair, write_bright
 
-runner = CliRunner()
+from .cli_helpers import fails, ok, runner, train_tiny
+
 EVENTS = ("la_palma-volcano", "turkey-earthquake")
-
-
-def _fails(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as stop:
-        main(args)
-    assert stop.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "Traceback" not in err and "\n" not in err
-    return " ".join(err.split())
-
-
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, ["multimodal", *args])
-    assert result.exit_code == 0, result.output
-    return " ".join(result.output.replace("│", " ").split())  # table borders out, one space between words
 
 
 def _png(path: Path, array: np.ndarray) -> Path:
@@ -63,18 +48,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     base = tmp_path_factory.mktemp("mm")
     root = base / "bright"
     pairs = write_bright(root, n=4, size=64, seed=31, events=EVENTS)
-    index = base / "index.parquet"
-    _ok(["index", "--root", str(root), "--out", str(index), "--context", "32", "--roi", "8", "--seed", "3"])
-    config = base / "cfg.yaml"
-    _ok(["default-config", "--out", str(config)])
-    data = yaml.safe_load(config.read_text())
-    data["data"]["index"] = str(index)
-    data["model"] |= {"architecture": "test_resnet", "hidden_dim": 16, "proj_dim": 8, "context": 32, "roi": 8}
-    data["optim"] |= {"epochs": 2, "batch_size": 8, "lr": 1e-3, "batches_per_epoch": 2, "negative_share": 0.5}
-    data |= {"out": str(base / "train"), "seed": 7, "device": "cpu"}
-    config.write_text(yaml.safe_dump(data))
-    output = _ok(["train", "--config", str(config)])
-    return Run(root, pairs, config, base / "train" / "best.safetensors", output)
+    config, model, output = train_tiny(root, base, batches_per_epoch=2)
+    return Run(root, pairs, config, model, output)
 
 
 def test_default_config_prints_writes_and_refuses_to_overwrite(
@@ -82,12 +57,12 @@ def test_default_config_prints_writes_and_refuses_to_overwrite(
 ) -> None:
     assert runner.invoke(app, ["multimodal", "default-config"]).output == DEFAULT_CONFIG_YAML
     out = tmp_path / "cfg.yaml"
-    _ok(["default-config", "--out", str(out)])
+    ok(["default-config", "--out", str(out)])
     assert out.read_text() == DEFAULT_CONFIG_YAML and load_config(out).optim.lr == 1e-5
     out.write_text("mine\n")
-    assert "already exists; pass --force" in _fails(["multimodal", "default-config", "--out", str(out)], capsys)
+    assert "already exists; pass --force" in fails(["multimodal", "default-config", "--out", str(out)], capsys)
     assert out.read_text() == "mine\n"
-    _ok(["default-config", "--out", str(out), "--force"])
+    ok(["default-config", "--out", str(out), "--force"])
     assert out.read_text() == DEFAULT_CONFIG_YAML
 
 
@@ -99,7 +74,7 @@ def test_train_reports_the_best_epoch_and_checkpoint(run: Run) -> None:
     assert f"best val loss {best['val_loss']:.4f}" in run.train_output
     assert run.model.is_file() and str(run.model.name) in run.train_output
     # a finished run is not overwritten; --resume with the same epochs is a no-op that still reports
-    out = _ok(["train", "--config", str(run.config), "--resume"])
+    out = ok(["train", "--config", str(run.config), "--resume"])
     assert f"best epoch {best['epoch']}" in out
 
 
@@ -107,7 +82,7 @@ def test_predict_and_threshold_end_to_end(run: Run, tmp_path: Path) -> None:
     pair = next(p for p in run.pairs if (p.target > 1).any() and (p.target <= 1).any())
     pre, post, target = run.paths(pair)
     out = tmp_path / "map.tif"
-    _ok(["predict", "--model", str(run.model), "--pre", str(pre), "--post", str(post), "--out", str(out)])
+    ok(["predict", "--model", str(run.model), "--pre", str(pre), "--post", str(post), "--out", str(out)])
     with rasterio.open(out) as src, rasterio.open(pre) as ref:
         assert src.crs == ref.crs and src.crs is not None
         assert src.transform == ref.transform
@@ -118,12 +93,12 @@ def test_predict_and_threshold_end_to_end(run: Run, tmp_path: Path) -> None:
     assert scores.std() > 0
     dome = tmp_path / "dome.tif"
     args = ["--pre", str(pre), "--post", str(post), "--window", "32", "--stride", "8", "--weighting", "dome"]
-    _ok(["predict", "--model", str(run.model), *args, "--out", str(dome)])
+    ok(["predict", "--model", str(run.model), *args, "--out", str(dome)])
     with rasterio.open(dome) as src:
         assert src.read(1).shape == scores.shape
 
     sweep_path = tmp_path / "sweep.json"
-    text = _ok(
+    text = ok(
         ["threshold", "--scores", str(out), "--truth", str(target), "--truth-kind", "damage", "--out", str(sweep_path)]
     )
     sweep = json.loads(sweep_path.read_text())
@@ -141,7 +116,7 @@ def test_predict_and_threshold_end_to_end(run: Run, tmp_path: Path) -> None:
     # a binary change mask (default --truth-kind change) over the same map
     mask = tmp_path / "change.tif"
     write_geotiff(mask, pair.change.astype(np.uint8), crs=pair.crs, transform=pair.transform)
-    _ok(["threshold", "--scores", str(out), "--truth", str(mask), "--out", str(tmp_path / "c.json")])
+    ok(["threshold", "--scores", str(out), "--truth", str(mask), "--out", str(tmp_path / "c.json")])
     assert json.loads((tmp_path / "c.json").read_text())["n_positive"] == int(pair.change.sum())
 
 
@@ -151,7 +126,7 @@ def test_predict_without_georeference_and_sar_first(run: Run, tmp_path: Path) ->
     sar = _png(tmp_path / "sar.png", np.clip(pair.sar * 60.0, 0, 255).astype(np.uint8))
     out = tmp_path / "plain.tif"
     args = ["--pre", str(sar), "--post", str(optical), "--pre-modality", "sar", "--post-modality", "optical"]
-    text = _ok(["predict", "--model", str(run.model), *args, "--out", str(out)])
+    text = ok(["predict", "--model", str(run.model), *args, "--out", str(out)])
     assert "without georeference" in text
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -163,38 +138,38 @@ def test_predict_without_georeference_and_sar_first(run: Run, tmp_path: Path) ->
 
 
 def test_bad_inputs_get_one_line_errors(run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    missing = _fails(["multimodal", "train", "--config", str(tmp_path / "none.yaml")], capsys)
+    missing = fails(["multimodal", "train", "--config", str(tmp_path / "none.yaml")], capsys)
     assert "does not exist; write one with `changescope multimodal default-config`" in missing
 
     data = yaml.safe_load(run.config.read_text())
     cfg = tmp_path / "noindex.yaml"
     cfg.write_text(yaml.safe_dump(data | {"data": data["data"] | {"index": str(tmp_path / "no.parquet")}}))
-    assert "build it with `changescope multimodal index" in _fails(["multimodal", "train", "-c", str(cfg)], capsys)
+    assert "build it with `changescope multimodal index" in fails(["multimodal", "train", "-c", str(cfg)], capsys)
     cfg.write_text(yaml.safe_dump(data | {"model": data["model"] | {"context": 64}}))
-    assert "make them equal" in _fails(["multimodal", "train", "-c", str(cfg)], capsys)
+    assert "make them equal" in fails(["multimodal", "train", "-c", str(cfg)], capsys)
 
     pair = run.pairs[0]
     pre, post, target = run.paths(pair)
     small = tmp_path / "small_sar.tif"
     write_geotiff(small, pair.sar[..., :48, :48], crs=pair.crs, transform=pair.transform)
     base = ["multimodal", "predict", "--model", str(run.model), "--out", str(tmp_path / "m.tif")]
-    err = _fails([*base, "--pre", str(pre), "--post", str(small)], capsys)
+    err = fails([*base, "--pre", str(pre), "--post", str(small)], capsys)
     assert "(48, 48)" in err and "(64, 64)" in err and "co-registered" in err
-    err = _fails([*base, "--pre", str(pre), "--post", str(post), "--post-modality", "optical"], capsys)
+    err = fails([*base, "--pre", str(pre), "--post", str(post), "--post-modality", "optical"], capsys)
     assert "one optical and one SAR" in err
-    err = _fails([*base, "--pre", str(post), "--post", str(pre)], capsys)
+    err = fails([*base, "--pre", str(post), "--post", str(pre)], capsys)
     assert "needs 3 (RGB)" in err
     no_model = ["multimodal", "predict", "--model", str(tmp_path / "no.safetensors"), *base[4:]]
-    assert "does not exist" in _fails([*no_model, "--pre", str(pre), "--post", str(post)], capsys)
+    assert "does not exist" in fails([*no_model, "--pre", str(pre), "--post", str(post)], capsys)
 
     scores = tmp_path / "scores.tif"
     write_geotiff(scores, np.zeros((64, 64), dtype=np.float32), crs=pair.crs, transform=pair.transform)
     wrong = tmp_path / "mask48.tif"
     write_geotiff(wrong, np.zeros((48, 48), dtype=np.uint8), crs=pair.crs, transform=pair.transform)
     args = ["multimodal", "threshold", "--scores", str(scores), "--out", str(tmp_path / "s.json")]
-    err = _fails([*args, "--truth", str(wrong)], capsys)
+    err = fails([*args, "--truth", str(wrong)], capsys)
     assert "(48, 48)" in err and "(64, 64)" in err and "pass the mask of this pair" in err
     nothing = tmp_path / "nothing.tif"
     write_geotiff(nothing, np.zeros((64, 64), dtype=np.uint8), crs=pair.crs, transform=pair.transform)
-    assert "a sweep needs both classes" in _fails([*args, "--truth", str(nothing)], capsys)
-    assert "1-band map" in _fails([*args[:3], str(pre), *args[4:], "--truth", str(target)], capsys)
+    assert "a sweep needs both classes" in fails([*args, "--truth", str(nothing)], capsys)
+    assert "1-band map" in fails([*args[:3], str(pre), *args[4:], "--truth", str(target)], capsys)

@@ -11,42 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import yaml
 from rasterio.errors import NotGeoreferencedWarning
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
-from typer.testing import CliRunner
 
-from changescope.cli.app import app
 from changescope.multimodal.index import PatchDataset
 from changescope.multimodal.layout import DFC25_DIR, SPLIT_FILES, bright_paths, read_bright
 from changescope.multimodal.model import load_model
 from changescope.multimodal.pairs import read_pair_arrays
 from changescope.multimodal.synthetic import write_bright
 
+from .cli_helpers import ok, train_tiny
+
 pytestmark = pytest.mark.slow
-runner = CliRunner()
-
-
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, ["multimodal", *args])
-    assert result.exit_code == 0, result.output
-    return " ".join(result.output.replace("│", " ").split())
-
-
-def _train(root: Path, base: Path) -> Path:
-    index = base / "index.parquet"
-    _ok(["index", "--root", str(root), "--out", str(index), "--context", "32", "--roi", "8", "--seed", "3"])
-    config = base / "cfg.yaml"
-    _ok(["default-config", "--out", str(config)])
-    data = yaml.safe_load(config.read_text())
-    data["data"]["index"] = str(index)
-    data["model"] |= {"architecture": "test_resnet", "hidden_dim": 16, "proj_dim": 8, "context": 32, "roi": 8}
-    data["optim"] |= {"epochs": 2, "batch_size": 8, "lr": 1e-3, "batches_per_epoch": 3, "negative_share": 0.5}
-    data |= {"out": str(base / "train"), "seed": 7, "device": "cpu"}
-    config.write_text(yaml.safe_dump(data))
-    _ok(["train", "--config", str(config)])
-    return base / "train" / "best.safetensors"
 
 
 def _read(path: str | Path) -> tuple[np.ndarray, float | None, object, object]:
@@ -100,13 +77,13 @@ def flat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.mktemp("flat")
     root = base / "bright"
     write_bright(root, n=4, size=64, seed=31, events=("la_palma-volcano", "turkey-earthquake"))
-    return root, base, _train(root, base)
+    return root, base, train_tiny(root, base, batches_per_epoch=3)[1]
 
 
 def test_flat_tree_evaluate_explore_report(flat: tuple[Path, Path, Path]) -> None:
     root, base, model = flat
     out = base / "eval"
-    text = _ok(["evaluate", "--model", str(model), "--root", str(root), "--out", str(out), "--stride", "16"])
+    text = ok(["evaluate", "--model", str(model), "--root", str(root), "--out", str(out), "--stride", "16"])
     ev = _check_evaluation(out, read_bright(root), model)
     assert f"{ev['auc']:.4f}" in text and f"mIoU {ev['miou']['miou']:.4f}" in text
     names = [b["name"] for b in ev["baselines"]]
@@ -116,7 +93,7 @@ def test_flat_tree_evaluate_explore_report(flat: tuple[Path, Path, Path]) -> Non
     explore = out / "explore"
     index = base / "index.parquet"
     args = ["--model", str(model), "--index", str(index), "--out", str(explore), "--max-points", "40"]
-    _ok(["explore", *args, "--method", "pca,tsne", "--split", "val", "--seed", "2"])
+    ok(["explore", *args, "--method", "pca,tsne", "--split", "val", "--seed", "2"])
     data = json.loads((explore / "explore.json").read_text())
     assert data["n"] == 40 and set(data["coordinates"]) == {"pca", "tsne"}
     ds = PatchDataset(index, split="val")
@@ -132,7 +109,7 @@ def test_flat_tree_evaluate_explore_report(flat: tuple[Path, Path, Path]) -> Non
     for method in ("pca", "tsne"):
         assert (explore / f"explore_{method}.png").read_bytes()[:4] == b"\x89PNG"
 
-    _ok(["report", str(out)])
+    ok(["report", str(out)])
     page = (out / "report.html").read_text()
     for section in ("summary", "sweep", "baselines", "overview", "gallery", "explore"):
         assert f'<section id="{section}">' in page
@@ -148,7 +125,7 @@ def test_predict_writes_the_damage_class_map(flat: tuple[Path, Path, Path], tmp_
     root, _, model = flat
     pre, post, target = bright_paths(root, read_bright(root)[0].id)
     out = tmp_path / "map.tif"
-    text = _ok(["predict", "--model", str(model), "--pre", str(pre), "--post", str(post), "--out", str(out)])
+    text = ok(["predict", "--model", str(model), "--pre", str(pre), "--post", str(post), "--out", str(out)])
     classes_path = tmp_path / "map_damage.tif"
     assert f"class map {classes_path}" in text
     classes, nodata, crs, transform = _read(classes_path)
@@ -156,7 +133,7 @@ def test_predict_writes_the_damage_class_map(flat: tuple[Path, Path, Path], tmp_
     assert crs == pre_crs and transform == pre_transform and nodata == 255
     sweep = tmp_path / "s.json"
     args = ["--scores", str(out), "--truth", str(target), "--truth-kind", "damage", "--out", str(sweep)]
-    text = _ok(["threshold", *args, "--classes", str(classes_path)])
+    text = ok(["threshold", *args, "--classes", str(classes_path)])
     truth = _read(target)[0]
     miou, _ = _miou([np.where(classes == 255, 0, classes)], [truth])
     assert json.loads(sweep.read_text())["miou"]["miou"] == pytest.approx(miou, abs=1e-12)
@@ -166,15 +143,15 @@ def test_predict_writes_the_damage_class_map(flat: tuple[Path, Path, Path], tmp_
 def test_dfc25_tree_end_to_end(tmp_path: Path) -> None:
     root = tmp_path / "dfc"
     pairs = write_bright(root, n=5, size=64, seed=5, layout="dfc25")
-    model = _train(root, tmp_path)
+    model = train_tiny(root, tmp_path, batches_per_epoch=3)[1]
     test_ids = (root / DFC25_DIR / SPLIT_FILES["test"]).read_text().split()
     assert test_ids and set(test_ids) < {p.id for p in pairs}
     out = tmp_path / "eval"
     args = ["--model", str(model), "--root", str(root), "--split", "test", "--out", str(out), "--no-baselines"]
-    _ok(["evaluate", *args, "--no-report"])
+    ok(["evaluate", *args, "--no-report"])
     samples = read_bright(root, splits=["test"])
     assert [s.id for s in samples] == sorted(test_ids) and all(s.split == "test" for s in samples)
     ev = _check_evaluation(out, samples, model)
     assert ev["baselines"] == [] and not (out / "report.html").exists()
-    _ok(["report", str(out)])
+    ok(["report", str(out)])
     assert '<section id="baselines">' not in (out / "report.html").read_text()

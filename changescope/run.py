@@ -7,7 +7,7 @@
 - ``patch_scores.parquet``: one row per patch per date (:mod:`changescope.patch_scores`), ``events.parquet`` and
   ``event_states.npy``: the events before discovery;
 - ``changes.parquet`` (GeoParquet with the CRS): ``event_id, aoi, row, col, time, score, magnitude, cluster,
-  rarity, rank, confirmed, p_value, nfa, status, date, date_earliest, date_latest, geometry`` and
+  rarity, rank, confirmed, p_value, nfa, score_threshold, status, date, date_earliest, date_latest, geometry`` and
   ``change_vectors.npy`` beside it (row-aligned from-to change descriptors
   ``[after - before, from_weight * before]``);
 - ``clusters.json``: change types (cluster summaries) and their hierarchy;

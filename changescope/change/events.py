@@ -89,11 +89,12 @@ class Events:
         frame: One row per event: ``patch`` (flat index), ``time`` (the break date), ``t`` (its date index),
             ``score``, ``p_value`` and ``nfa`` (the evidence; NaN with the score-splitting rules), ``magnitude``,
             ``confirmed``, ``status`` (``"confirmed"`` or ``"pending"``), ``date_earliest`` and ``date_latest`` (the
-            dating interval), ``n_after`` (observations averaged into the after state).
+            dating interval), ``n_after`` (observations averaged into the after state) and, once scored by
+            :func:`changescope.change.store.score_events`, ``score_threshold`` (the score the event's patch needed).
         before: ``(E, D)`` mean embedding before.
         after: ``(E, D)`` mean embedding after.
         threshold: The lowest score a candidate needs (for the p-value rules, the confirmed score at the p-value
-            threshold).
+            threshold; with per-patch noise, where each patch needs its own, the median over patches).
         decision: The test that declared the candidates (``None`` for the score-splitting rules).
     """
 

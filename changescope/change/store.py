@@ -21,7 +21,7 @@ whose scoring stage they use); the clear fraction an observation needs is the on
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -114,6 +114,18 @@ class Nulls:
             if conf.size >= MIN_NULL:
                 return cls(NullModel.fit(conf, noise.floor), NullModel.fit(single, noise.floor), noise)
         return cls(NullModel.fit(scored.null_scores), NullModel.fit(scored.null_z))
+
+    def score_thresholds(self, p_threshold: float, n_patches: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``(confirmed, single)``, each ``(n_patches,)``: the score each patch needs to reach ``p_threshold``.
+
+        The confirmed one applies to confirmed scores, the single one to pending z-scores. Without per-patch noise
+        every patch needs the same score.
+        """
+        scale = self.noise.scale if self.noise is not None else np.ones(n_patches)
+        return (
+            np.asarray(self.confirmed.isf(p_threshold) * scale, dtype=np.float64),
+            np.asarray(self.single.isf(p_threshold) * scale, dtype=np.float64),
+        )
 
     def p_values(self, scored: StoreScores) -> NDArray[np.float64]:
         """p-values of the confirmed scores, of the single z-scores where pending, NaN where not scored."""
@@ -381,9 +393,28 @@ def score_events(
             false_alarms=config.false_alarms,
             fdr=config.fdr,
         )
+        events = _with_score_thresholds(events, scored.nulls, n_rows * n_cols)
         spent["events"] += time.perf_counter() - t1
         found = events.breaks(n_t, n_rows * n_cols)
         if not rebase or passes >= max_passes or np.array_equal(found, breaks):
             timings = {key: round(value, 3) for key, value in spent.items()}
             return ScoredEvents(scored.raw, scored.scores, scored.used, events, breaks, passes, timings, scored)
         breaks = found
+
+
+def _with_score_thresholds(events: Events, nulls: Nulls | None, n_patches: int) -> Events:
+    """``events`` with each event's ``score_threshold``, the score its patch needed.
+
+    Confirmed events needed the confirmed threshold, pending ones the single-observation one. With per-patch noise,
+    :attr:`Events.threshold` becomes the median over patches of the confirmed score each needs; otherwise every
+    patch needs the run's one threshold.
+    """
+    frame = events.frame.copy()
+    if events.decision is None or nulls is None:
+        frame["score_threshold"] = np.full(len(frame), events.threshold, dtype=np.float64)
+        return replace(events, frame=frame)
+    confirmed, single = nulls.score_thresholds(events.decision.p_threshold, n_patches)
+    patch = frame["patch"].to_numpy(dtype=np.int64)
+    frame["score_threshold"] = np.where(frame["confirmed"].to_numpy(dtype=bool), confirmed[patch], single[patch])
+    typical = float(np.median(confirmed)) if nulls.noise is not None and confirmed.size else events.threshold
+    return replace(events, frame=frame, threshold=typical)

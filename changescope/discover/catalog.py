@@ -54,7 +54,7 @@ VECTORS_FILE = "change_vectors.npy"
 CLUSTERS_FILE = "clusters.json"
 INDEX_FILE = "changes.faiss"
 REQUIRED_COLUMNS: tuple[str, ...] = ("event_id", "aoi", "row", "col", "time", "geometry")
-EVIDENCE_COLUMNS: tuple[str, ...] = ("p_value", "nfa", "status", "date_earliest", "date_latest")
+EVIDENCE_COLUMNS: tuple[str, ...] = ("p_value", "nfa", "score_threshold", "status", "date_earliest", "date_latest")
 """The evidence and dating of each event (:mod:`changescope.change.events`), kept when the events have them."""
 
 

@@ -209,3 +209,23 @@ def test_the_patch_null_finds_changes_on_quiet_patches_that_noisy_patches_hide_f
             done = f[f["confirmed"]]
             found[scale] += int(np.isin(changed, done["patch"].to_numpy()).sum())
     assert found["patch"] >= 8 and found["aoi"] <= found["patch"] // 4, found
+
+
+def test_each_event_carries_the_score_its_own_patch_needed():
+    X, vf, noisy = _uneven_noise(7)
+    changed = np.flatnonzero(~noisy)[:10].tolist() + np.flatnonzero(noisy)[:10].tolist()
+    X[6:, changed] += 12.0 / np.sqrt(X.shape[2])
+    found = score_events(_store(X, vf, 24), None, RunConfig(patch_size=16, subdivide=1), 1)
+    f = found.events.frame
+    done = f[f["confirmed"]]
+    assert found.detail is not None and found.detail.nulls is not None and found.detail.nulls.noise is not None
+    scale = found.detail.nulls.noise.scale
+    # in score units: the studentised threshold times the patch's own scale, met by the patch's best confirmed score
+    need = done["score_threshold"].to_numpy()
+    assert need == pytest.approx(scale[done["patch"]] * need[0] / scale[done["patch"].iloc[0]])
+    best = np.nanmax(found.detail.scores.reshape(12, -1)[:, done["patch"]], axis=0)
+    assert np.all(best >= need * (1 - 1e-9))
+    on_noisy = noisy[done["patch"]]
+    assert on_noisy.any() and (~on_noisy).any()
+    assert need[on_noisy].mean() > need[~on_noisy].mean()
+    assert found.events.threshold == pytest.approx(np.median(scale) * need[0] / scale[done["patch"].iloc[0]])

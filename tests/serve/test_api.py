@@ -16,7 +16,7 @@ from PIL import Image
 
 from changescope.patch_scores import PatchScores
 from changescope.serve.app import MAX_BODY, create_app
-from changescope.serve.ranking import NEGATIVE_WEIGHT
+from changescope.serve.ranking import IRRELEVANT_WEIGHT, RELEVANT_WEIGHT
 
 
 @pytest.fixture()
@@ -218,6 +218,10 @@ def test_change_detail(client: TestClient, runs: tuple[Path, Path]) -> None:
     if top["after"] is not None:
         assert top["after"] >= t and top["after"] in clear
     assert d["cluster"]["cluster"] == top["cluster"]
+    # the score its own patch needed, as the catalog records it (the chart draws it)
+    catalog = pd.read_parquet(runs[0] / "changes.parquet", columns=["event_id", "score_threshold"])
+    need = float(catalog.set_index("event_id").loc[top["event_id"], "score_threshold"])
+    assert d["item"]["score_threshold"] == pytest.approx(need) and np.isfinite(need)
     thumb = client.get(f"/api/changes/run/{top['event_id']}/thumb/{clear[0]}.png")
     assert Image.open(io.BytesIO(thumb.content)).format == "PNG"
 
@@ -283,8 +287,11 @@ def test_feedback_moves_the_query_and_drops_irrelevant(client: TestClient, runs:
         frame, vecs = frames[run]
         return _unit(vecs[frame["event_id"].tolist().index(eid)])
 
-    pos = (vec("run", top["event_id"]) + vec(rel["run"], rel["event_id"])) / 2
-    query = 2 * pos - NEGATIVE_WEIGHT * vec(irr["run"], irr["event_id"])
+    query = (
+        vec("run", top["event_id"])
+        + RELEVANT_WEIGHT * vec(rel["run"], rel["event_id"])
+        - IRRELEVANT_WEIGHT * vec(irr["run"], irr["event_id"])
+    )
     for it in steered["items"]:
         assert it["similarity"] == pytest.approx(float(_unit(query) @ vec(it["run"], it["event_id"])), abs=1e-4)
     unsteered = client.post(

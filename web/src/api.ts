@@ -52,6 +52,8 @@ export interface ChangeItem {
   score: number;
   p_value: number | null;
   nfa: number | null;
+  /** The score this change's patch needed to be declared (each patch is tested against its own noise). */
+  score_threshold: number | null;
   magnitude: number;
   rarity: number;
   rank: number;

@@ -327,7 +327,7 @@ export class App {
         { class: "bar-group" },
         h("label", { class: "check" }, scoreOn, "Change score"),
         h("label", { class: "mini", title: "opacity" }, "opacity", opacity),
-        h("label", { class: "mini", title: "pixels scoring below are transparent" }, "threshold", threshold, thrOut),
+        h("label", { class: "mini", title: "pixels scoring below are transparent; it starts at the median patch's threshold (each patch is tested against its own noise)" }, "threshold", threshold, thrOut),
       ),
       h(
         "div",
@@ -729,6 +729,7 @@ export class App {
       fact("AOI", `${item.aoi}${run.crs ? ` (${run.crs})` : ""}`),
       fact("patch", `row ${item.row}, col ${item.col}`),
       fact("score", `${fmt(item.score, 2)}  (p ${fmt(item.p_value, 3)}, NFA ${fmt(item.nfa, 3)})`),
+      fact("needed", item.score_threshold === null ? "–" : `${fmt(item.score_threshold, 2)} (this patch's threshold)`),
       fact("magnitude", fmt(item.magnitude, 2)),
       fact("rarity", fmt(item.rarity, 2)),
       fact("rank", `#${item.feedback_rank ?? item.rank} with your labels, #${item.rank} in the run`),
@@ -772,7 +773,7 @@ export class App {
           event: item.date,
           earliest: item.date_earliest,
           latest: item.date_latest,
-          threshold: run.threshold,
+          threshold: item.score_threshold ?? run.threshold,
           color: item.color,
         }),
         h(
@@ -782,7 +783,9 @@ export class App {
           h("span", {}, h("i", { class: "lg lg-event" }), "event date"),
           h("span", {}, h("i", { class: "lg lg-interval" }), "dating interval"),
           h("span", {}, h("i", { class: "lg lg-valid" }), "valid fraction"),
-          run.threshold !== null ? h("span", {}, h("i", { class: "lg lg-threshold" }), "threshold") : null,
+          (item.score_threshold ?? run.threshold) !== null
+            ? h("span", {}, h("i", { class: "lg lg-threshold" }), item.score_threshold !== null ? "this patch's threshold" : "threshold")
+            : null,
         ),
       ),
       h(
@@ -904,7 +907,7 @@ export class App {
         { class: "similar-controls" },
         find,
         k,
-        h("label", { class: "check", title: "query = 2·mean(relevant) − 0.5·mean(irrelevant); labelled-irrelevant changes are dropped" }, fb, "use my labels"),
+        h("label", { class: "check", title: "query = q + 0.75·mean(relevant) − 0.75·mean(irrelevant) (Rocchio); labelled-irrelevant changes are dropped" }, fb, "use my labels"),
         this.runs.length > 1 ? h("label", { class: "check" }, here, "this AOI only") : null,
       ),
     );

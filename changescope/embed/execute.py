@@ -139,6 +139,18 @@ def _run_in_process(tasks: Sequence[Any], advance: Callable[[int], None], thread
             compute(*tasks, scheduler="synchronous")
 
 
+def _announce(client: Any, show: bool) -> None:
+    """Print (on stderr) the cluster's dask dashboard link, or its scheduler address when it has no dashboard."""
+    if not show:
+        return
+    services = client.scheduler_info().get("services", {})
+    if "dashboard" in services:
+        message = f"dask dashboard: {client.dashboard_link}"
+    else:
+        message = f"dask scheduler: {client.scheduler.address} (it serves no dashboard)"
+    Console(stderr=True).print(message, highlight=False, soft_wrap=True)
+
+
 def _run_distributed(tasks: Sequence[Any], advance: Callable[[int], None], client: Any) -> None:
     import distributed
 
@@ -307,14 +319,21 @@ def embed_series(
                         "local processes)"
                     ) from None
                 with client:
+                    _announce(client, progress)
                     _run_distributed(tasks, bar.advance, client)
             else:
                 n = int(workers or 1)
                 with (
                     LocalCluster(
-                        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+                        n_workers=n,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address="127.0.0.1:0" if progress else None,
+                        silence_logs=40,
                     ) as cluster,
                     Client(cluster) as client,
                 ):
+                    _announce(client, progress)
                     _run_distributed(tasks, bar.advance, client)
     return path

@@ -15,6 +15,14 @@ learned encoder must beat. A tile ``(N, C, H, W)`` of reflectance (NaN = invalid
    inside the cell (gradient energy);
 6. ``local_std``: the standard deviation of brightness inside the cell (local variance, as a standard deviation).
 
+Bands that sense the atmosphere rather than the ground are left out by default (``atmospheric=False``): the
+coastal-aerosol band (~443 nm: Sentinel-2 B01, Landsat 8/9 B1), water vapour (~945 nm: Sentinel-2 B09) and cirrus
+(~1375 nm: Sentinel-2 B10, Landsat 8/9 B9), found by centre wavelength (by the names ``coastal``, ``water_vapour``
+and ``cirrus`` when a band has none). Their date-to-date changes are haze, humidity and thin cloud, which a change
+detector must ignore: on the six OSCD pairs, the distance between patches' band percentiles (10th-90th) ranks
+urban change at a patch ROC AUC of 0.794 without them and 0.744 with them (a series whose bands are all
+atmospheric keeps them).
+
 Per-date normalisation (``per_date``) is applied per tile, before the statistics: ``"brightness"`` divides every band
 by the tile's median brightness, which cancels a global gain (illumination, calibration); ``"zscore"`` standardises
 each band over the tile, which cancels a per-band gain and offset. Indices are ratios, computed from the input
@@ -42,7 +50,16 @@ from changescope.encoders.meta import BandSpec, EncoderMeta
 from changescope.errors import ParameterError
 from changescope.series import KNOWN_WAVELENGTHS, BandInfo
 
-__all__ = ["DEFAULT_BANDS", "INDICES", "PerDate", "SpectralEncoder", "find_band", "spectral_feature_names"]
+__all__ = [
+    "ATMOSPHERIC_BANDS",
+    "DEFAULT_BANDS",
+    "INDICES",
+    "PerDate",
+    "SpectralEncoder",
+    "find_band",
+    "is_atmospheric",
+    "spectral_feature_names",
+]
 
 PerDate: TypeAlias = Literal["none", "brightness", "zscore"]
 """Per-date (per-tile) normalisation of the ``spectral`` encoder."""
@@ -60,6 +77,22 @@ DEFAULT_BANDS: tuple[BandSpec, ...] = SPECTRAL_BANDS
 _TEXTURE = ("brightness", "gradient", "local_std")
 _QUARTILES = (0.25, 0.5, 0.75)
 _EPS = 1e-12
+
+
+ATMOSPHERIC_BANDS: tuple[tuple[str, float, float], ...] = (
+    ("coastal", 0.425, 0.46),
+    ("water_vapour", 0.93, 0.96),
+    ("cirrus", 1.35, 1.40),
+)
+"""Bands of the atmosphere, ``(name, lowest, highest centre wavelength in micrometres)`` (module docstring)."""
+
+
+def is_atmospheric(band: BandSpec) -> bool:
+    """Whether ``band`` senses the atmosphere (:data:`ATMOSPHERIC_BANDS`), by centre wavelength or else by name."""
+    if band.wavelength is not None:
+        return any(lo <= band.wavelength <= hi for _, lo, hi in ATMOSPHERIC_BANDS)
+    name = ALIASES.get(band.name.lower(), band.name.lower())
+    return name in {n for n, _, _ in ATMOSPHERIC_BANDS}
 
 
 def _as_spec(band: BandInfo | BandSpec | str) -> BandSpec:
@@ -250,6 +283,7 @@ def create_spectral_encoder(
     bands: Sequence[BandInfo | BandSpec | str] | None = None,
     per_date: PerDate = "none",
     cell: int = 8,
+    atmospheric: bool = False,
     device: str | torch.device | None = None,
 ) -> SpectralEncoder:
     """Build a ``spectral`` encoder for the series' bands.
@@ -261,6 +295,8 @@ def create_spectral_encoder(
             :class:`~changescope.encoders.base.BandSpec`); the default is blue, green, red, nir.
         per_date: Per-tile normalisation, ``"none"``, ``"brightness"`` or ``"zscore"``.
         cell: Cell side in pixels (the patch size), at least 2.
+        atmospheric: Keep the atmospheric bands (coastal aerosol, water vapour, cirrus; module docstring), which
+            are left out by default.
         device: Where to compute (default CPU).
 
     Raises:
@@ -278,6 +314,8 @@ def create_spectral_encoder(
     names = [b.name for b in specs]
     if len(set(names)) != len(names):
         raise ParameterError(f"bands={names!r} repeat a name; band names must be unique")
+    if not atmospheric and not all(is_atmospheric(b) for b in specs):
+        specs = tuple(b for b in specs if not is_atmospheric(b))
     inst = replace(
         meta,
         bands=specs,

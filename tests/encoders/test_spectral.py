@@ -9,17 +9,20 @@ import pytest
 import torch
 
 from changescope.encoders import create_encoder, get_meta
+from changescope.encoders.meta import BandSpec
 from changescope.encoders.spectral import (
     SpectralEncoder,
     _nanquantiles,
     _torch_nanquantiles,
     find_band,
+    is_atmospheric,
     spectral_feature_names,
 )
 from changescope.errors import ParameterError
 from changescope.series import BandInfo
 
 S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+S2_SURFACE = [b for b in S2 if b not in ("B01", "B09", "B10")]  # coastal aerosol, water vapour and cirrus dropped
 BGRN = ["blue", "green", "red", "nir"]
 
 
@@ -53,19 +56,22 @@ def test_registered_meta_is_the_default_4_band_case() -> None:
 @pytest.mark.parametrize("cell", [4, 8])
 def test_shapes_and_feature_names(bands: list[str], cell: int) -> None:
     enc = spectral(bands, cell=cell)
-    out = enc.feature_map(reflectance(2, len(bands)))
+    used = S2_SURFACE if bands == S2 else bands
+    out = enc.feature_map(reflectance(2, len(used)))
     assert out.shape == (2, enc.embed_dim, 32 // cell, 32 // cell)
     assert out.dtype == torch.float32
     assert len(enc.feature_names) == enc.embed_dim == enc.meta.embed_dim
-    assert enc.patch_size == cell and enc.meta.in_chans == len(bands)
-    assert enc.encode(reflectance(2, len(bands))).shape == (2, enc.embed_dim)
+    assert enc.patch_size == cell and [b.name for b in enc.meta.bands] == used and enc.meta.in_chans == len(used)
+    assert enc.encode(reflectance(2, len(used))).shape == (2, enc.embed_dim)
 
 
 def test_feature_order() -> None:
-    names = spectral(S2).feature_names
+    names = spectral(S2, atmospheric=True).feature_names
     assert names[:13] == [f"median:{b}" for b in S2]
     assert names[13:26] == [f"iqr:{b}" for b in S2]
     assert names[26:] == ["ndvi", "ndwi", "ndbi", "brightness", "gradient", "local_std"]
+    surface = spectral(S2).feature_names
+    assert surface[:10] == [f"median:{b}" for b in S2_SURFACE] and surface[10:20] == [f"iqr:{b}" for b in S2_SURFACE]
     assert spectral(["red", "green"]).feature_names[-3:] == ["brightness", "gradient", "local_std"]
     assert "ndvi" not in spectral(["red", "green"]).feature_names
 
@@ -196,3 +202,22 @@ def test_nanquantiles_match_numpy(impl: object) -> None:
         warnings.simplefilter("ignore", RuntimeWarning)
         want = np.nanquantile(x.numpy().astype(np.float64), [0.25, 0.5, 0.75], axis=-1)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_atmospheric_bands_by_wavelength_then_name() -> None:
+    assert [is_atmospheric(BandSpec(b.name, b.wavelength)) for b in map(BandInfo.from_name, S2)] == [
+        b in ("B01", "B09", "B10") for b in S2
+    ]
+    assert is_atmospheric(BandSpec("cirrus", None)) and is_atmospheric(BandSpec("coastal", None))
+    assert not is_atmospheric(BandSpec("B10", 10.9))  # Landsat's thermal band: the name alone does not decide
+    assert is_atmospheric(BandSpec("B9", 1.373))  # Landsat 8/9 cirrus
+    only = spectral(["B01", "B09"])  # nothing but atmospheric bands: they are kept
+    assert [b.name for b in only.meta.bands] == ["B01", "B09"]
+
+
+def test_the_pipeline_feeds_only_the_surface_bands() -> None:
+    from changescope.encoders.bands import band_indices
+
+    infos = [BandInfo.from_name(b) for b in S2]
+    enc = spectral(S2)
+    assert [S2[i] for i in band_indices(infos, enc.meta)] == S2_SURFACE

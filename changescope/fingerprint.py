@@ -4,7 +4,9 @@
 a hash of their first :data:`HEADER_BYTES` (the header of a GeoTIFF, where size, tiling, CRS and tags live). A file
 replaced by another of the same name changes its size, its time or its header, and so the fingerprint. Metadata
 files of stores (Zarr ``.zattrs``/``.zarray``/``zarr.json``, STAC JSON) are hashed whole. An in-memory series is
-fingerprinted by its content (dask's deterministic tokenisation).
+fingerprinted by its content (dask's deterministic tokenisation). An object-store input (``s3://...``) is described
+by its objects' relative keys, sizes and ETags (a content hash for S3), listed in one request per prefix, so a
+replaced object changes the fingerprint without reading it.
 
 :func:`digest` is the stable hash of any JSON-serialisable value (the configurations of the stages).
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from changescope.errors import ParameterError
+from changescope.storepath import StorePath, as_path, store_errors
 from changescope.types import PathLike
 
 if TYPE_CHECKING:
@@ -47,16 +50,40 @@ def _file_entry(path: Path, rel: str) -> list[Any]:
     return [rel, st.st_size, st.st_mtime_ns, h.hexdigest()[:16]]
 
 
-def input_fingerprint(path: PathLike) -> str:
-    """The fingerprint of an input file or folder (module docstring); URLs are fingerprinted by their text.
+def _store_fingerprint(p: StorePath) -> str:
+    """The fingerprint of an object or a prefix: relative keys, sizes and ETags (else modification times)."""
+    with store_errors(p):
+        if not p.exists():
+            raise ParameterError(f"input {p.url!r} does not exist; check the bucket and the prefix")
+        found = p.fs.find(p.path, detail=True) if p.is_dir() else {p.path: p.fs.info(p.path)}
+    entries: list[Any] = []
+    for key in sorted(found):
+        rel = str(key)[len(p.path) :].strip("/") or p.name
+        if any(part.startswith(".") and part not in _WHOLE for part in rel.split("/")):
+            continue
+        info = found[key]
+        tag = str(info.get("ETag") or info.get("etag") or info.get("md5") or "").strip('"')
+        entries.append([rel, int(info.get("size") or 0), tag or str(info.get("LastModified") or info.get("mtime"))])
+        if len(entries) >= MAX_FILES:
+            return digest({"objects": entries, "truncated": True})
+    return digest({"objects": entries})
+
+
+def input_fingerprint(path: PathLike | StorePath) -> str:
+    """The fingerprint of an input file or folder, or of an object-store object or prefix (module docstring).
+
+    Other URLs (``http://``) are fingerprinted by their text.
 
     Raises:
         ParameterError: ``path`` does not exist.
     """
     text = str(path)
-    if "://" in text:
+    if text.startswith(("http://", "https://")):
         return digest({"url": text})
-    p = Path(path)
+    where = as_path(path)
+    if isinstance(where, StorePath):
+        return _store_fingerprint(where)
+    p = where
     if not p.exists():
         raise ParameterError(f"input {text!r} does not exist; check the path")
     if p.is_file():

@@ -41,6 +41,7 @@ from changescope.errors import ParameterError
 from changescope.fingerprint import dataset_fingerprint, digest, input_fingerprint
 from changescope.rundir import RunDir
 from changescope.stages import Embedded, discover_stage, embed_stage, read_events, score_stage
+from changescope.storepath import StorePath, as_path, public_options
 from changescope.types import PathLike
 
 __all__ = [
@@ -104,7 +105,15 @@ def _meta(cfg: RunConfig) -> dict[str, Any]:
     return {"config": cfg.flat(), "stages_config": cfg.to_json(), "versions": _versions()}
 
 
-def _open(input: PathLike | xr.Dataset, rd: RunDir, cfg: RunConfig) -> tuple[xr.Dataset, str, str]:
+def _public(cfg: RunConfig) -> RunConfig:
+    """``cfg`` without the credentials of its ``storage_options``: what ``run.json`` and the manifest record."""
+    so = cfg.open_options.get("storage_options")
+    if not so:
+        return cfg
+    return cfg.replace(open_options={**cfg.open_options, "storage_options": public_options(so)})
+
+
+def _open(input: PathLike | StorePath | xr.Dataset, rd: RunDir, cfg: RunConfig) -> tuple[xr.Dataset, str, str]:
     """The series, its source (what :meth:`RunDir.open_input` re-opens) and its fingerprint."""
     import changescope
 
@@ -116,9 +125,11 @@ def _open(input: PathLike | xr.Dataset, rd: RunDir, cfg: RunConfig) -> tuple[xr.
         return input, source, fingerprint
     kw: dict[str, Any] = {**cfg.open_options, **({} if cfg.aoi is None else {"aoi": cfg.aoi})}
     ds = changescope.open(input, format=cfg.format, **kw)
-    fingerprint = digest({"input": input_fingerprint(input), "format": cfg.format, "options": kw})
+    where = as_path(input, kw.get("storage_options"))
+    public = {**kw, **_public(cfg).open_options}  # credentials neither change nor enter the fingerprint
+    fingerprint = digest({"input": input_fingerprint(where), "format": cfg.format, "options": public})
     # An absolute source, so that the run folder re-opens its input from any working directory (report, serve).
-    source = str(input) if "://" in str(input) else str(Path(input).resolve())
+    source = where.url if isinstance(where, StorePath) else str(where.resolve())
     return ds, source, fingerprint
 
 
@@ -161,7 +172,7 @@ def _finish(
 
 
 def run_pipeline(
-    input: PathLike | xr.Dataset,
+    input: PathLike | StorePath | xr.Dataset,
     out: PathLike,
     config: RunConfig | None = None,
     *,
@@ -171,10 +182,11 @@ def run_pipeline(
     """Run open -> embed -> score -> discover on one series and write every output (module docstring).
 
     Args:
-        input: A path ``changescope.open`` reads, or an already opened series (kept as ``input.zarr`` in ``out``
-            unless its ``source`` attribute names a readable path).
+        input: A path or object-store URL ``changescope.open`` reads, or an already opened series (kept as
+            ``input.zarr`` in ``out`` unless its ``source`` attribute names a readable path).
         out: Output folder (created). It must not be, or lie inside, the input.
-        config: Parameters (defaults: :class:`~changescope.config.RunConfig`).
+        config: Parameters (defaults: :class:`~changescope.config.RunConfig`). ``open_options["storage_options"]``
+            reach the input's object store; their credentials are never recorded.
         progress: Show progress bars.
         embeddings: Reuse an embeddings store (or the stores of another run folder) of the same series instead
             of embedding.
@@ -184,6 +196,7 @@ def run_pipeline(
             another run writing into ``out`` (:class:`~changescope.rundir.RunLockedError`).
     """
     cfg = config or RunConfig()
+    recorded = _public(cfg)  # what run.json and changes.parquet record
     rd = RunDir(out)
     rd.prepare(None if isinstance(input, xr.Dataset) else input)
     timings: dict[str, float] = {}
@@ -205,9 +218,9 @@ def run_pipeline(
         timings.update(scored.timings)
         with _timed(timings, "discover"):
             changes = discover_stage(
-                rd, scored.events, embedded.grid, cfg.discover, aoi=aoi, score_key=scored.key, metadata=_meta(cfg)
+                rd, scored.events, embedded.grid, cfg.discover, aoi=aoi, score_key=scored.key, metadata=_meta(recorded)
             )
-        return _finish(rd, cfg, changes, {**scored.info, "grid": embedded.grid}, timings)
+        return _finish(rd, recorded, changes, {**scored.info, "grid": embedded.grid}, timings)
 
 
 def _embedded(rd: RunDir) -> tuple[Embedded, RunConfig]:

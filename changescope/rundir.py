@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from changescope.config import STAGES, RunConfig
-from changescope.errors import CorruptFileError, ParameterError
+from changescope.errors import ChangescopeError, CorruptFileError, ParameterError
 from changescope.fingerprint import digest
 from changescope.io.writers import atomic_path
+from changescope.storepath import StorePath, as_path, is_url, store_errors
 from changescope.types import PathLike
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class RunDir:
         return self.root / "report.html"
 
     # -- checks --------------------------------------------------------------------------------------------------
-    def prepare(self, input: PathLike | None = None) -> None:
+    def prepare(self, input: PathLike | StorePath | None = None) -> None:
         """Create the folder for writing, refusing one that is a file, unwritable, or inside the input.
 
         Raises:
@@ -160,7 +161,7 @@ class RunDir:
         root = self.root
         if root.exists() and not root.is_dir():
             raise ParameterError(f"--out {str(root)!r} is an existing file; pass a folder path for the outputs")
-        if input is not None and not str(input).startswith(("s3://", "http://", "https://", "gs://")):
+        if input is not None and not isinstance(input, StorePath) and not is_url(input):
             src = Path(input).resolve()
             out = root.resolve()
             if out == src or (src.is_dir() and src in out.parents):
@@ -382,7 +383,7 @@ class RunDir:
         return str(target)
 
     def open_input(self, info: dict[str, Any] | None = None) -> xr.Dataset | None:
-        """Re-open the run's input series (``None`` when it is gone)."""
+        """Re-open the run's input series (``None`` when it is gone, or its object store is out of reach)."""
         import changescope
 
         data = info if info is not None else self.load()
@@ -390,10 +391,17 @@ class RunDir:
         kept = self.root / INPUT_STORE
         if kept.exists() and (not source or source in ("<in-memory>", str(kept))):
             return changescope.open(kept, format="zarr")
-        if not source or source == "<in-memory>" or not Path(source).exists():
+        if not source or source == "<in-memory>":
             return None
         options = dict(data.get("open_options") or {})
+        try:
+            where = as_path(source, options.pop("storage_options", None))
+            with store_errors(where):
+                if not where.exists():
+                    return None
+        except ChangescopeError:
+            return None
         cfg = data.get("config", {})
         if cfg.get("aoi") is not None:
             options.setdefault("aoi", cfg["aoi"])
-        return changescope.open(source, format=cfg.get("format"), **options)
+        return changescope.open(where, format=cfg.get("format"), **options)

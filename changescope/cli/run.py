@@ -15,14 +15,18 @@ from rich.console import Console
 from rich.table import Table
 
 from changescope.cli import stage_options as so
-from changescope.cli.options import Align, City, DateOpt, DropIncomplete, OutDir, Quiet, Reproject, Seed, open_options
+from changescope.cli.options import Align, City, DateOpt, DropIncomplete, Quiet, Reproject, Seed, open_options
 
 if TYPE_CHECKING:
     from changescope.run import RunResult
 
 __all__ = ["changes_table", "discover", "register", "run", "score"]
 
-RunDirArg = Annotated[Path, typer.Argument(help="A run folder (the --out of changescope run).")]
+RunDirArg = Annotated[str, typer.Argument(help="A run folder (the --out of changescope run), local or s3://.")]
+RunInput = Annotated[
+    str, typer.Argument(help="A series that changescope.open reads (folder, file, store, or s3://bucket/prefix).")
+]
+RunOut = Annotated[str, typer.Option("--out", "-o", help="Output folder.")]
 NoReport = Annotated[bool, typer.Option("--no-report", help="Do not build report.html.")]
 
 
@@ -73,8 +77,8 @@ def _show(result: RunResult, quiet: bool, report: bool) -> None:
 
 
 def run(
-    input: Annotated[Path, typer.Argument(help="A series that changescope.open reads (folder, file, store).")],
-    out: OutDir = Path("changescope_run"),
+    input: RunInput,
+    out: RunOut = "changescope_run",
     encoder: so.Encoder = so.EMBED.encoder,
     weights: so.Weights = so.EMBED.weights,
     method: so.MethodOpt = so.SCORE.method,

@@ -16,7 +16,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -32,6 +31,7 @@ from rasterio.windows import Window
 from changescope.errors import BandMismatchError, ParameterError
 from changescope.io.raster import DEFAULT_CHUNK, RasterMeta, damaged, lazy_blocks, open_raster
 from changescope.series import BandInfo
+from changescope.storepath import AnyPath
 
 __all__ = [
     "KNOWN_SENSORS",
@@ -261,7 +261,7 @@ def grid_array(data: Any, grid: Grid, dims: tuple[str, ...] = ("band", "y", "x")
 
 
 def _read_block(
-    window: Window, *, path: Path, grid: Grid | None, resampling: Resampling, nodata: float | None
+    window: Window, *, path: AnyPath, grid: Grid | None, resampling: Resampling, nodata: float | None
 ) -> np.ndarray:
     with open_raster(path) as src:
         try:

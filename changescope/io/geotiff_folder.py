@@ -9,8 +9,9 @@ Layout::
       labels/classes.json       optional class table {"0": "water", ...}
 
 Band names come from the GeoTIFF band descriptions (fallback ``b1..bn``); the GeoTIFF nodata value marks invalid
-pixels too. A single GeoTIFF file can be opened as a one-date series; pass ``date=`` (``--date``) when its name has
-none. A mask sidecar must be on its image's grid.
+pixels too. The folder may be an object-store prefix (``s3://bucket/series/``, :mod:`changescope.storepath`):
+its GeoTIFFs/COGs are then read through fsspec, lazily and by windows. A single GeoTIFF file can be opened as a
+one-date series; pass ``date=`` (``--date``) when its name has none. A mask sidecar must be on its image's grid.
 
 Every date must store its values the same way. When the files' scale/offset tags differ (e.g. one date uint16
 reflectance x 10000 tagged scale 1e-4, another float32 reflectance 0-1), every date is converted to float32
@@ -22,7 +23,6 @@ tagged ones, are refused: nothing says how to bring them onto one scale.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, ClassVar
 
 import dask.array as da
@@ -36,17 +36,19 @@ from changescope.io.raster import RASTER_SUFFIXES, RasterMeta, list_rasters, ras
 from changescope.io.registry import register_reader
 from changescope.io.stack import DateImage, stack_dates
 from changescope.series import BandInfo
+from changescope.storepath import AnyPath
 
 __all__ = ["GeoTiffFolderReader", "read_class_table"]
 
 MASK_SUFFIX = ".mask"
 
 
-def _images_in(folder: Path, *, check_links: bool = True) -> list[Path]:
-    return [p for p in list_rasters(folder, check_links=check_links) if not p.stem.endswith(MASK_SUFFIX)]
+def _images_in(folder: AnyPath, *, check_links: bool = True) -> list[AnyPath]:
+    found: list[AnyPath] = [*list_rasters(folder, check_links=check_links)]
+    return [p for p in found if not p.stem.endswith(MASK_SUFFIX)]
 
 
-def read_class_table(path: Path) -> dict[int, str]:
+def read_class_table(path: AnyPath) -> dict[int, str]:
     """Read a ``{"id": "name"}`` JSON class table.
 
     Raises:
@@ -65,20 +67,21 @@ class GeoTiffFolderReader:
 
     name: ClassVar[str] = "geotiff_folder"
     priority: ClassVar[int] = 100
+    remote: ClassVar[bool] = True
 
-    def can_open(self, path: Path) -> bool:
+    def can_open(self, path: AnyPath) -> bool:
         """A GeoTIFF file, or a folder holding GeoTIFFs directly."""
         if path.is_file():
             return path.suffix in RASTER_SUFFIXES
         return path.is_dir() and bool(_images_in(path, check_links=False))
 
     def open(
-        self, path: Path, *, date: str | None = None, reproject: bool = False, align: bool = False, **kwargs: Any
+        self, path: AnyPath, *, date: str | None = None, reproject: bool = False, align: bool = False, **kwargs: Any
     ) -> xr.Dataset:
         """Open the folder (or file) as a series.
 
         Args:
-            path: The folder or a single GeoTIFF.
+            path: The folder or a single GeoTIFF (local, or an object-store location).
             date: Date of a single GeoTIFF whose name holds none (``--date``).
             reproject: Reproject dates in another CRS onto the first date's grid (``--reproject``).
             align: Resample dates on another grid of the same CRS onto the first date's grid (``--align``).
@@ -91,7 +94,7 @@ class GeoTiffFolderReader:
             GridMismatchError: A mask sidecar is not on its image's grid.
             BandMismatchError: Dates store their values differently and nothing says how to convert them.
         """
-        files = [path] if path.is_file() else _images_in(path)
+        files: list[AnyPath] = [path] if path.is_file() else _images_in(path)
         if not files:
             raise NoImagesFoundError(
                 f"no GeoTIFF (*.tif) found in {str(path)!r}; put one multi-band GeoTIFF per date there"
@@ -125,7 +128,7 @@ class GeoTiffFolderReader:
             items, sensor="geotiff", reproject=reproject, align=align, bands=bands, classes=classes, attrs=attrs
         )
 
-    def _date_image(self, f: Path, when: pd.Timestamp) -> DateImage:
+    def _date_image(self, f: AnyPath, when: pd.Timestamp) -> DateImage:
         meta = raster_meta(f)
         names = [d if d else f"b{i}" for i, d in enumerate(meta.descriptions, start=1)]
         if len(set(names)) != len(names):

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import dask.array as da
 import numpy as np
@@ -23,6 +23,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from changescope.errors import CorruptFileError, NoImagesFoundError
+from changescope.storepath import AnyPath, StorePath, as_path
 
 __all__ = [
     "RASTER_SUFFIXES",
@@ -48,7 +49,7 @@ DEFAULT_CHUNK = 1024
 class RasterMeta:
     """What a reader needs to know about a raster file without reading its pixels."""
 
-    path: Path
+    path: AnyPath
     crs: Any
     transform: Affine
     width: int
@@ -68,17 +69,23 @@ def grid_bounds(transform: Affine, height: int, width: int) -> tuple[float, floa
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def is_raster(path: Path) -> bool:
+def is_raster(path: AnyPath) -> bool:
     """Whether a path names a GeoTIFF by its suffix."""
     return path.is_file() and path.suffix in RASTER_SUFFIXES
 
 
-def _dangling(path: Path) -> bool:
+def _dangling(path: AnyPath) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def list_rasters(folder: Path, *, check_links: bool = True) -> list[Path]:
+@overload
+def list_rasters(folder: Path, *, check_links: bool = True) -> list[Path]: ...
+@overload
+def list_rasters(folder: StorePath, *, check_links: bool = True) -> list[StorePath]: ...
+def list_rasters(folder: AnyPath, *, check_links: bool = True) -> list[Path] | list[StorePath]:
     """The GeoTIFFs directly in ``folder`` (hidden files skipped), sorted by name.
+
+    An object-store prefix is listed in one request (object stores have no links).
 
     Args:
         folder: The folder.
@@ -88,7 +95,10 @@ def list_rasters(folder: Path, *, check_links: bool = True) -> list[Path]:
     Raises:
         NoImagesFoundError: A ``.tif`` in ``folder`` is a symlink to a file that does not exist.
     """
-    out = []
+    if isinstance(folder, StorePath):
+        listed = folder.listing()
+        return [p for p, is_file in listed if is_file and not p.name.startswith(".") and p.suffix in RASTER_SUFFIXES]
+    out: list[Path] = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.suffix not in RASTER_SUFFIXES:
             continue
@@ -111,7 +121,7 @@ def _detail(err: BaseException) -> str:
     return " ".join(text.split()) or type(err).__name__
 
 
-def damaged(path: Path | str, err: BaseException) -> CorruptFileError:
+def damaged(path: AnyPath | str, err: BaseException) -> CorruptFileError:
     """The one-line :class:`CorruptFileError` for a raster whose pixels could not be read."""
     return CorruptFileError(
         f"{str(path)!r} could not be read ({_detail(err)}); the file is truncated or damaged, re-download or "
@@ -119,7 +129,7 @@ def damaged(path: Path | str, err: BaseException) -> CorruptFileError:
     )
 
 
-def _check_complete(src: Any, path: Path) -> None:
+def _check_complete(src: Any, path: AnyPath) -> None:
     """Refuse a GeoTIFF whose last pixel block lies past the end of the file (a truncated copy or download)."""
     if src.driver != "GTiff" or not src.block_shapes:
         return
@@ -139,22 +149,30 @@ def _check_complete(src: Any, path: Path) -> None:
         )
 
 
+def _open(p: AnyPath) -> rasterio.DatasetReader:
+    with warnings.catch_warnings():
+        # a mask or label file without georeference is legal; the readers check its shape instead
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        if isinstance(p, StorePath):
+            # GDAL reads through the fsspec filesystem (byte ranges on demand); it need not list the folder
+            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+                return rasterio.open(p.url, opener=p.fs)
+        return rasterio.open(p)
+
+
 @contextmanager
-def open_raster(path: Path | str) -> Iterator[rasterio.DatasetReader]:
-    """Open a raster, turning rasterio's errors into changescope errors that name the file.
+def open_raster(path: AnyPath | str) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster (a local file or an object-store URL), turning rasterio's errors into changescope errors.
 
     Raises:
         NoImagesFoundError: The file does not exist.
         CorruptFileError: The file exists but is not a readable raster.
     """
-    p = Path(path)
+    p = as_path(path)
     if not p.exists():
         raise NoImagesFoundError(f"{str(p)!r} does not exist; check the path")
     try:
-        with warnings.catch_warnings():
-            # a mask or label file without georeference is legal; the readers check its shape instead
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(p)
+        src = _open(p)
     except RasterioError as err:
         raise CorruptFileError(
             f"{str(p)!r} is not a readable raster ({_detail(err)}); re-download or remove it"
@@ -165,14 +183,14 @@ def open_raster(path: Path | str) -> Iterator[rasterio.DatasetReader]:
         src.close()
 
 
-def raster_meta(path: Path | str) -> RasterMeta:
+def raster_meta(path: AnyPath | str) -> RasterMeta:
     """Read the metadata of a raster (no pixels).
 
     Raises:
         NoImagesFoundError: The file does not exist.
         CorruptFileError: It is not a readable raster, or a GeoTIFF cut short.
     """
-    p = Path(path)
+    p = as_path(path)
     with open_raster(p) as src:
         _check_complete(src, p)
         return RasterMeta(
@@ -209,7 +227,7 @@ def lazy_blocks(shape: tuple[int, ...], chunk: int, dtype: Any, block: Callable[
     return da.block(rows)
 
 
-def _read_window(window: Window, *, path: Path) -> np.ndarray:
+def _read_window(window: Window, *, path: AnyPath) -> np.ndarray:
     with open_raster(path) as src:
         try:
             out: np.ndarray = src.read(window=window)
@@ -218,7 +236,7 @@ def _read_window(window: Window, *, path: Path) -> np.ndarray:
             raise damaged(path, err) from err
 
 
-def read_lazy(path: Path | str, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
+def read_lazy(path: AnyPath | str, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
     """Open a raster lazily as a dask-backed ``(band, y, x)`` array of its stored values.
 
     The array carries the file's CRS, transform and nodata (rioxarray). Each chunk is one windowed read in its own
@@ -229,7 +247,7 @@ def read_lazy(path: Path | str, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
         NoImagesFoundError: The file does not exist.
         CorruptFileError: The file cannot be opened, is cut short, or holds no band (subdatasets).
     """
-    p = Path(path)
+    p = as_path(path)
     meta = raster_meta(p)
     if meta.count == 0:
         raise CorruptFileError(f"{str(p)!r} holds subdatasets, not one raster; point at a single GeoTIFF")
@@ -250,7 +268,7 @@ def read_lazy(path: Path | str, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
     return out
 
 
-def read_array(path: Path | str, band: int | None = None) -> np.ndarray:
+def read_array(path: AnyPath | str, band: int | None = None) -> np.ndarray:
     """Read a raster eagerly: ``(bands, h, w)``, or ``(h, w)`` for one ``band`` (1-based).
 
     Raises:

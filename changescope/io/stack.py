@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -22,6 +21,7 @@ from changescope.errors import (
     GridMismatchError,
 )
 from changescope.series import LABEL_NODATA, BandInfo, make_series
+from changescope.storepath import AnyPath
 
 __all__ = ["DateImage", "align_to", "stack_dates"]
 
@@ -42,7 +42,7 @@ class DateImage:
 
     time: pd.Timestamp
     image: xr.DataArray
-    source: Path
+    source: AnyPath
     band_names: list[str]
     invalid: xr.DataArray | None = None
     labels: xr.DataArray | None = None

@@ -1,4 +1,8 @@
-"""Readers for series stored by xarray as Zarr or NetCDF (see :mod:`changescope.io.writers`)."""
+"""Readers for series stored by xarray as Zarr or NetCDF (see :mod:`changescope.io.writers`).
+
+A Zarr store may lie in an object store (``s3://bucket/series.zarr``, :mod:`changescope.storepath`); it is then
+read lazily through an fsspec mapper.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,14 @@ import xarray as xr
 
 from changescope.errors import CorruptFileError, ParameterError
 from changescope.io.registry import register_reader
+from changescope.storepath import AnyPath, StorePath
 
 __all__ = ["NetCDFReader", "ZarrReader"]
 
 _NC_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5")
 
 
-def _finish(ds: xr.Dataset, path: Path) -> xr.Dataset:
+def _finish(ds: xr.Dataset, path: AnyPath) -> xr.Dataset:
     missing = [v for v in ("image", "valid") if v not in ds]
     if missing:
         raise ParameterError(
@@ -37,17 +42,18 @@ class ZarrReader:
 
     name: ClassVar[str] = "zarr"
     priority: ClassVar[int] = 10
+    remote: ClassVar[bool] = True
 
-    def can_open(self, path: Path) -> bool:
+    def can_open(self, path: AnyPath) -> bool:
         """A ``.zarr`` folder or a folder with Zarr v2/v3 metadata."""
         return path.is_dir() and (
             path.suffix == ".zarr" or any((path / m).exists() for m in (".zgroup", ".zmetadata", "zarr.json"))
         )
 
-    def open(self, path: Path, **kwargs: Any) -> xr.Dataset:
-        """Open lazily with dask."""
+    def open(self, path: AnyPath, **kwargs: Any) -> xr.Dataset:
+        """Open lazily with dask (a local store, or one in an object store through an fsspec mapper)."""
         try:
-            ds = xr.open_zarr(path, chunks={})
+            ds = xr.open_zarr(path.mapper() if isinstance(path, StorePath) else path, chunks={})
         except (OSError, ValueError, KeyError) as err:
             raise CorruptFileError(f"{str(path)!r} is not a readable Zarr store ({err})") from err
         return _finish(ds, path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from numpy.typing import NDArray
 
 from changescope.errors import CorruptFileError, GridMismatchError, ParameterError
 from changescope.io.writers import atomic_path
+from changescope.storepath import AnyPath, StorePath, as_path, open_binary
 from changescope.types import PathLike
 
 __all__ = ["COLUMNS", "PatchScores", "write_parquet"]
@@ -42,8 +42,8 @@ COLUMNS: tuple[str, ...] = (
 F64 = NDArray[np.float64]
 
 
-def write_parquet(df: pd.DataFrame, path: PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Write a frame as Parquet atomically, with ``metadata`` (JSON) under the schema key ``changescope``."""
+def write_parquet(df: pd.DataFrame, path: PathLike | StorePath, metadata: dict[str, Any] | None = None) -> AnyPath:
+    """Write a frame as Parquet atomically (locally or to an object store), with ``metadata`` under ``changescope``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -51,9 +51,10 @@ def write_parquet(df: pd.DataFrame, path: PathLike, metadata: dict[str, Any] | N
     meta = dict(table.schema.metadata or {})
     if metadata is not None:
         meta[b"changescope"] = json.dumps(metadata, default=str).encode()
-    with atomic_path(Path(path)) as tmp:
+    target = as_path(path)
+    with atomic_path(target) as tmp:
         pq.write_table(table.replace_schema_metadata(meta), tmp)
-    return Path(path)
+    return target
 
 
 @dataclass
@@ -123,7 +124,7 @@ class PatchScores:
             }
         )
 
-    def write(self, path: PathLike) -> Path:
+    def write(self, path: PathLike | StorePath) -> AnyPath:
         """Write ``patch_scores.parquet`` atomically (with :attr:`metadata`)."""
         return write_parquet(self.to_frame(), path, {**self.metadata, "size": self.size, "stride": self.stride})
 
@@ -185,7 +186,7 @@ class PatchScores:
 
     @classmethod
     def read(
-        cls, path: PathLike, shape: tuple[int, int] | None = None, times: pd.DatetimeIndex | None = None
+        cls, path: PathLike | StorePath, shape: tuple[int, int] | None = None, times: pd.DatetimeIndex | None = None
     ) -> PatchScores:
         """Read ``patch_scores.parquet`` (a file, or a run folder holding one).
 
@@ -195,13 +196,14 @@ class PatchScores:
         """
         import pyarrow.parquet as pq
 
-        p = Path(path)
+        p = as_path(path)
         if p.is_dir():
             p = p / "patch_scores.parquet"
         if not p.is_file():
             raise ParameterError(f"{str(p)!r} does not exist; rerun `changescope run` (or `score`) into its folder")
         try:
-            table = pq.read_table(p)
+            with open_binary(p) as fh:
+                table = pq.read_table(fh)
         except Exception as err:  # pyarrow raises several types on truncated or foreign files
             raise CorruptFileError(
                 f"{str(p)!r} is not a readable Parquet table ({type(err).__name__}); rerun `changescope score`"

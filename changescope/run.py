@@ -41,7 +41,7 @@ from changescope.errors import ParameterError
 from changescope.fingerprint import dataset_fingerprint, digest, input_fingerprint
 from changescope.rundir import RunDir
 from changescope.stages import Embedded, discover_stage, embed_stage, read_events, score_stage
-from changescope.storepath import StorePath, as_path, public_options
+from changescope.storepath import AnyPath, StorePath, as_path, public_options
 from changescope.types import PathLike
 
 __all__ = [
@@ -61,7 +61,7 @@ __all__ = [
 class RunResult:
     """Where a run wrote its outputs, and what it found."""
 
-    out: Path
+    out: AnyPath
     n_events: int
     threshold: float
     timings: dict[str, float]
@@ -76,7 +76,7 @@ class RunResult:
         return f"{self.n_confirmed} changes found{tail}"
 
     @property
-    def report(self) -> Path:
+    def report(self) -> AnyPath:
         """Path of the HTML report (:func:`changescope.report.build_report` writes it)."""
         return self.out / "report.html"
 
@@ -173,18 +173,20 @@ def _finish(
 
 def run_pipeline(
     input: PathLike | StorePath | xr.Dataset,
-    out: PathLike,
+    out: PathLike | StorePath,
     config: RunConfig | None = None,
     *,
     progress: bool = True,
-    embeddings: PathLike | None = None,
+    embeddings: PathLike | StorePath | None = None,
 ) -> RunResult:
     """Run open -> embed -> score -> discover on one series and write every output (module docstring).
 
     Args:
         input: A path or object-store URL ``changescope.open`` reads, or an already opened series (kept as
             ``input.zarr`` in ``out`` unless its ``source`` attribute names a readable path).
-        out: Output folder (created). It must not be, or lie inside, the input.
+        out: Output folder (created), or an object-store prefix (``s3://bucket/run``, or a
+            :class:`~changescope.storepath.StorePath` with its own ``storage_options``) whose bucket exists. It must
+            not be, or lie inside, the input.
         config: Parameters (defaults: :class:`~changescope.config.RunConfig`). ``open_options["storage_options"]``
             reach the input's object store; their credentials are never recorded.
         progress: Show progress bars.
@@ -212,7 +214,7 @@ def run_pipeline(
                 cfg.embed,
                 fingerprint,
                 progress=progress,
-                embeddings=None if embeddings is None else Path(embeddings),
+                embeddings=None if embeddings is None else as_path(embeddings),
             )
         scored = score_stage(rd, embedded, cfg.score)
         timings.update(scored.timings)
@@ -230,7 +232,7 @@ def _embedded(rd: RunDir) -> tuple[Embedded, RunConfig]:
 
     record = rd.stage_record("embed")
     reused = record.get("reused")
-    base = Path(reused).parent if reused else rd.root
+    base = as_path(reused).parent if reused else rd.root
     emb = open_embeddings(reused or rd.embeddings)
     fine = open_embeddings(base / "subpatches.zarr") if (base / "subpatches.zarr").exists() else None
     k = int(record.get("subdivide") or 1)
@@ -250,7 +252,7 @@ def _embedded(rd: RunDir) -> tuple[Embedded, RunConfig]:
     return Embedded(emb, fine if k > 1 else None, k, str(record["key"]), PatchGrid.for_store(emb.attrs)), cfg
 
 
-def rescore(run_dir: PathLike, score: ScoreConfig, discover: DiscoverConfig | None = None) -> RunResult:
+def rescore(run_dir: PathLike | StorePath, score: ScoreConfig, discover: DiscoverConfig | None = None) -> RunResult:
     """Rerun the score stage of a run folder with ``score`` (and discovery, with ``discover`` or the run's own).
 
     The embeddings are read from the folder, never recomputed; the score and discover files are rewritten, and
@@ -276,7 +278,7 @@ def rescore(run_dir: PathLike, score: ScoreConfig, discover: DiscoverConfig | No
         return _finish(rd, cfg, changes, {**scored.info, "grid": embedded.grid}, timings)
 
 
-def rediscover(run_dir: PathLike, discover: DiscoverConfig) -> RunResult:
+def rediscover(run_dir: PathLike | StorePath, discover: DiscoverConfig) -> RunResult:
     """Rerun the discover stage of a run folder with ``discover`` (the scores and events are read, not redone).
 
     Raises:
@@ -301,7 +303,7 @@ def rediscover(run_dir: PathLike, discover: DiscoverConfig) -> RunResult:
         return _finish(rd, cfg, changes, info, timings)
 
 
-def load_run(run_dir: PathLike) -> dict[str, Any]:
+def load_run(run_dir: PathLike | StorePath) -> dict[str, Any]:
     """Read a finished run's ``run.json``.
 
     Raises:

@@ -25,6 +25,13 @@ one's process id. A lock whose process is gone (a killed run) is taken over.
 
 **Input**: :meth:`RunDir.open_input` re-opens the run's series for the report and the evaluation; an in-memory
 input is kept as ``input.zarr`` in the folder so that it can be.
+
+**Object stores**: the folder may be a prefix in an S3-compatible store (``RunDir("s3://bucket/run")``, or a
+:class:`~changescope.storepath.StorePath` with its own ``storage_options``). The same code writes it: every file
+is written locally and uploaded whole (one PUT per file, :func:`~changescope.io.writers.atomic_path`), Zarr stores
+through fsspec mappers, and the lock is created with a conditional PUT (``If-None-Match: *``), which AWS S3, MinIO
+and moto honour; a store that ignores that header gives no mutual exclusion. The bucket must exist (it is never
+created).
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +50,8 @@ from changescope.config import STAGES, RunConfig
 from changescope.errors import ChangescopeError, CorruptFileError, ParameterError
 from changescope.fingerprint import digest
 from changescope.io.writers import atomic_path
-from changescope.storepath import StorePath, as_path, is_url, store_errors
+from changescope.runlock import RunLockedError, hold
+from changescope.storepath import AnyPath, StorePath, as_path, is_url, open_binary, store_errors
 from changescope.types import PathLike
 
 if TYPE_CHECKING:
@@ -72,22 +79,10 @@ LOCK = ".changescope.lock"
 INPUT_STORE = "input.zarr"
 
 
-class RunLockedError(ParameterError):
-    """Another process is writing into the run folder."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
+def _remove(path: AnyPath) -> None:
+    if isinstance(path, StorePath):
+        path.remove()
+    elif path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
@@ -98,56 +93,56 @@ class RunDir:
     """A run folder (see the module docstring).
 
     Attributes:
-        root: The folder.
+        root: The folder (a :class:`~pathlib.Path`, or a :class:`~changescope.storepath.StorePath` for a URL).
     """
 
-    root: Path
+    root: AnyPath
 
-    def __init__(self, root: PathLike) -> None:
-        object.__setattr__(self, "root", Path(root))
+    def __init__(self, root: PathLike | StorePath) -> None:
+        object.__setattr__(self, "root", as_path(root))
 
     # -- files ---------------------------------------------------------------------------------------------------
-    def path(self, name: str) -> Path:
+    def path(self, name: str) -> AnyPath:
         """The path of a run file (``rd.path("changes.parquet")``)."""
         return self.root / name
 
     @property
-    def embeddings(self) -> Path:
+    def embeddings(self) -> AnyPath:
         """The embeddings store."""
         return self.root / "embeddings.zarr"
 
-    def embeddings_store(self) -> Path:
+    def embeddings_store(self) -> AnyPath:
         """The embeddings store the run used: its own, or the one it reused (``run --embeddings``)."""
         reused = self.manifest().get("stages", {}).get("embed", {}).get("reused")
-        return Path(reused) if reused else self.embeddings
+        return as_path(reused) if reused else self.embeddings
 
     @property
-    def subpatches(self) -> Path:
+    def subpatches(self) -> AnyPath:
         """The sub-patch embeddings store (multi-scale score)."""
         return self.root / "subpatches.zarr"
 
     @property
-    def patch_scores(self) -> Path:
+    def patch_scores(self) -> AnyPath:
         """The per patch, per date score table."""
         return self.root / "patch_scores.parquet"
 
     @property
-    def changes(self) -> Path:
+    def changes(self) -> AnyPath:
         """The change catalog (GeoParquet)."""
         return self.root / "changes.parquet"
 
     @property
-    def run_json(self) -> Path:
+    def run_json(self) -> AnyPath:
         """The summary written last."""
         return self.root / "run.json"
 
     @property
-    def maps(self) -> Path:
+    def maps(self) -> AnyPath:
         """The GeoTIFF maps folder."""
         return self.root / "maps"
 
     @property
-    def report(self) -> Path:
+    def report(self) -> AnyPath:
         """The HTML report."""
         return self.root / "report.html"
 
@@ -159,6 +154,9 @@ class RunDir:
             ParameterError: The folder cannot hold a run (the message says why and what to pass instead).
         """
         root = self.root
+        if isinstance(root, StorePath):
+            self._prepare_store(root, input)
+            return
         if root.exists() and not root.is_dir():
             raise ParameterError(f"--out {str(root)!r} is an existing file; pass a folder path for the outputs")
         if input is not None and not isinstance(input, StorePath) and not is_url(input):
@@ -177,53 +175,31 @@ class RunDir:
         if not os.access(root, os.W_OK | os.X_OK):
             raise ParameterError(f"--out {str(root)!r} is not writable; choose a writable folder")
 
+    @staticmethod
+    def _prepare_store(root: StorePath, input: PathLike | StorePath | None) -> None:
+        """:meth:`prepare` for an object-store prefix: the bucket must exist, the prefix be no object or the input."""
+        with store_errors(root, "write to"):
+            if not root.fs.exists(root.bucket):
+                raise ParameterError(
+                    f"--out {root.url!r}: bucket {root.bucket!r} does not exist or is not accessible; create it (a "
+                    "run never creates buckets) or check the endpoint and credentials"
+                )
+            if root.is_file():
+                raise ParameterError(f"--out {root.url!r} is an existing object; pass a prefix for the outputs")
+        if input is not None and is_url(input):
+            src = StorePath(str(input), fs=root.fs).url.rstrip("/")
+            if root.url == src or root.url.startswith(src + "/"):
+                raise ParameterError(f"--out {root.url!r} lies inside the input {src!r}; write the outputs elsewhere")
+
     @contextmanager
     def lock(self, command: str = "run") -> Iterator[None]:
-        """Hold the folder's lock for the block; refuse when another live process holds it.
+        """Hold the folder's lock (:func:`changescope.runlock.hold`) for the block.
 
         Raises:
             RunLockedError: Another changescope process writes into this folder.
         """
-        path = self.root / LOCK
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command}
-        me["started"] = datetime.now(UTC).isoformat(timespec="seconds")
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder(path)
-                if holder is None:  # stale: its process is gone
-                    path.unlink(missing_ok=True)
-                    continue
-                raise RunLockedError(
-                    f"{str(self.root)!r} is in use by another changescope {holder.get('command', 'run')} (pid "
-                    f"{holder.get('pid')}, started {holder.get('started')}); wait for it to finish or choose another "
-                    f"--out (delete {str(path)!r} if no such process runs)"
-                ) from None
-            except OSError as err:
-                raise ParameterError(
-                    f"cannot write into --out {str(self.root)!r} ({err.strerror or err}); choose a writable folder"
-                ) from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            break
-        try:
+        with hold(self.root, self.root / LOCK, command):
             yield
-        finally:
-            path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _holder(path: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {"pid": "?", "started": "?"}
-        if not isinstance(data, dict):
-            return {"pid": "?", "started": "?"}
-        pid = data.get("pid")
-        if data.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
-            return None
-        return data
 
     # -- manifest ------------------------------------------------------------------------------------------------
     def manifest(self, *, strict: bool = False) -> dict[str, Any]:
@@ -356,15 +332,16 @@ class RunDir:
                 f"{str(path)!r} is missing; rerun `changescope discover {self.root}` (or `changescope run`)"
             )
         try:
-            if columns is not None and "geometry" not in columns:
-                return pd.read_parquet(path, columns=columns)
-            return gpd.read_parquet(path, columns=columns)
+            with open_binary(path) as fh:
+                if columns is not None and "geometry" not in columns:
+                    return pd.read_parquet(fh, columns=columns)
+                return gpd.read_parquet(fh, columns=columns)
         except Exception as err:  # pyarrow and geopandas raise several types on truncated or foreign files
             raise CorruptFileError(
                 f"{str(path)!r} is unreadable ({type(err).__name__}); rerun `changescope discover {self.root}`"
             ) from None
 
-    def write_json(self, name: str, obj: Any) -> Path:
+    def write_json(self, name: str, obj: Any) -> AnyPath:
         """Write a JSON file of the run atomically."""
         with atomic_path(self.root / name) as tmp:
             tmp.write_text(json.dumps(obj, indent=2, default=str))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from changescope.errors import ChangescopeError, ParameterError
 from changescope.io.writers import atomic_path, write_geotiff
 from changescope.patch_scores import PatchScores, write_parquet
 from changescope.rundir import RunDir
+from changescope.storepath import AnyPath, open_binary
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -74,7 +74,7 @@ class Scored:
     timings: dict[str, float]
 
 
-def _embed(ds: xr.Dataset, cfg: EmbedConfig, kw: dict[str, Any], overwrite: bool) -> Path:
+def _embed(ds: xr.Dataset, cfg: EmbedConfig, kw: dict[str, Any], overwrite: bool) -> AnyPath:
     from changescope.embed import embed_series
     from changescope.embed.store import StoreMismatchError
 
@@ -84,7 +84,7 @@ def _embed(ds: xr.Dataset, cfg: EmbedConfig, kw: dict[str, Any], overwrite: bool
         return embed_series(ds, cfg.encoder, overwrite=True, **kw)
 
 
-def _reused_store(path: Path, name: str) -> Path | None:
+def _reused_store(path: AnyPath, name: str) -> AnyPath | None:
     store = path / name if (path / name).is_dir() else None
     if name == "embeddings.zarr" and store is None and (path / ".zattrs").is_file():
         return path
@@ -98,7 +98,7 @@ def embed_stage(
     input_key: str,
     *,
     progress: bool = True,
-    embeddings: Path | None = None,
+    embeddings: AnyPath | None = None,
 ) -> Embedded:
     """Embed the series into the run folder, resuming a store of the same input and parameters.
 
@@ -162,7 +162,7 @@ def embed_stage(
     return Embedded(emb, fine, k, key, grid)
 
 
-def _check_reused(emb: xr.Dataset, ds: xr.Dataset, grid: PatchGrid, path: Path) -> None:
+def _check_reused(emb: xr.Dataset, ds: xr.Dataset, grid: PatchGrid, path: AnyPath) -> None:
     times = pd.DatetimeIndex(ds["time"].values)
     same = pd.DatetimeIndex(emb["time"].values).equals(times)
     shape = (emb.sizes["row"], emb.sizes["col"])
@@ -219,8 +219,10 @@ def read_events(rd: RunDir) -> Events:
     rd.stage_record("score")
     path, states = rd.path("events.parquet"), rd.path("event_states.npy")
     try:
-        table = pq.read_table(path)
-        both = np.load(states, allow_pickle=False)
+        with open_binary(path) as fh:
+            table = pq.read_table(fh)
+        with open_binary(states) as fh:
+            both = np.load(fh, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise CorruptFileError(
             f"{str(path)!r} or {str(states)!r} is unreadable ({type(err).__name__}); rerun `changescope score`"

@@ -45,17 +45,18 @@ def demo(
         f"largest co-registration shift {frame['shift'].max():.2f} px; {int(frame['warning'].sum())} date(s) flagged"
     )
     console.rule("3. run: embed -> score -> events -> discover")
-    result = run_pipeline(ds, out / "run", RunConfig(seed=seed), progress=not quiet)
+    run_dir = out / "run"
+    result = run_pipeline(ds, run_dir, RunConfig(seed=seed), progress=not quiet)
     console.print(changes_table(result.top, f"{result.headline}; the 10 to look at first"))
     console.rule("4. evaluate against the known events, explore, report")
-    metrics = evaluate_run(result.out)
+    metrics = evaluate_run(run_dir)
     patch = metrics["patch"]
     console.print(
         f"patch-level ROC AUC {patch['auc']:.3f}, average precision {patch['ap']:.3f}, "
         f"best F1 {patch['best_f1']:.3f}; pixel F1 {metrics['pixel']['f1']:.3f}"
     )
-    explore(result.out, methods=("pca", "tsne", "umap"), seed=seed)
-    build_report(result.out)
+    explore(run_dir, methods=("pca", "tsne", "umap"), seed=seed)
+    build_report(run_dir)
     console.rule("outputs")
     for name in (
         "changes.parquet",

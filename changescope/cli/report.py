@@ -11,10 +11,13 @@ from rich.console import Console
 __all__ = ["explore", "register", "report"]
 
 RunDir = Annotated[Path, typer.Argument(help="A finished run folder (written by `changescope run`).")]
+ReportRunDir = Annotated[
+    str, typer.Argument(help="A finished run folder (written by `changescope run`), local or s3://bucket/run.")
+]
 
 
 def report(
-    run_dir: RunDir,
+    run_dir: ReportRunDir,
     top: Annotated[int, typer.Option("--top", "-n", help="Ranked changes shown in the gallery.")] = 24,
     max_px: Annotated[int, typer.Option("--max-px", help="Longest side of the per-date quicklooks.")] = 256,
 ) -> None:

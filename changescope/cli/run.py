@@ -26,7 +26,7 @@ RunDirArg = Annotated[str, typer.Argument(help="A run folder (the --out of chang
 RunInput = Annotated[
     str, typer.Argument(help="A series that changescope.open reads (folder, file, store, or s3://bucket/prefix).")
 ]
-RunOut = Annotated[str, typer.Option("--out", "-o", help="Output folder.")]
+RunOut = Annotated[str, typer.Option("--out", "-o", help="Output folder, or an object-store prefix (s3://bucket/run).")]
 NoReport = Annotated[bool, typer.Option("--no-report", help="Do not build report.html.")]
 
 

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from changescope.errors import CorruptFileError, EmptySeriesError, ParameterError
 from changescope.io.writers import atomic_path
+from changescope.storepath import AnyPath, StorePath, as_path
 from changescope.types import PathLike
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class Catalog:
         cat._check_unique()
         return cat
 
-    def write(self, run_dir: PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    def write(self, run_dir: PathLike | StorePath, metadata: dict[str, Any] | None = None) -> AnyPath:
         """Write ``changes.parquet`` and ``change_vectors.npy`` into ``run_dir`` (atomically); return the parquet.
 
         ``metadata`` (the run's parameters and versions) is stored as JSON under the Parquet schema key
@@ -186,7 +187,7 @@ class Catalog:
 
         if len(self.part_crs) > 1 and self.crs is None and any(c is not None for c in self.part_crs):
             raise ParameterError("a catalog with several CRSs cannot be written as one GeoParquet; write each AOI")
-        out = Path(run_dir)
+        out = as_path(run_dir)
         gdf = self.frame if isinstance(self.frame, gpd.GeoDataFrame) else gpd.GeoDataFrame(self.frame)
         with atomic_path(out / VECTORS_FILE) as tmp, open(tmp, "wb") as fh:
             np.save(fh, self.vectors, allow_pickle=False)

@@ -10,7 +10,6 @@ An AOI without any event still gets its (empty) files, so a run always finishes 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from changescope.discover.summary import (
     discover_changes,
     write_clusters_json,
 )
+from changescope.storepath import StorePath, as_path
 from changescope.types import PathLike
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def discover_events(
     aoi: str | None,
     crs: Any = None,
     config: DiscoverConfig | RunConfig | None = None,
-    out: PathLike | None = None,
+    out: PathLike | StorePath | None = None,
     cluster: ClusterMethod | None = None,
     n_clusters: int | None = None,
     rank_by: RankBy | None = None,
@@ -124,7 +124,7 @@ def discover_events(
     if "date_latest" in frame:
         frame.insert(frame.columns.get_loc("date_earliest"), "date", frame["time"])
     if out is not None:
-        target = Path(out)
+        target = as_path(out)
         Catalog.from_frame(frame, vectors).write(target, metadata)
         write_clusters_json(target / CLUSTERS_FILE, clusters_json)
     return frame

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from changescope.discover.index import IndexParams
 from changescope.discover.rank import RankBy, rank_events, rarity
 from changescope.errors import CorruptFileError, ParameterError
 from changescope.io.writers import atomic_path
+from changescope.storepath import AnyPath, StorePath, as_path
 from changescope.types import PathLike
 
 __all__ = ["Discovery", "discover_changes", "read_clusters_json", "summarize_clusters", "write_clusters_json"]
@@ -182,22 +182,22 @@ def discover_changes(
     return Discovery(out, clus, summarize_clusters(out, vectors, n_examples=n_examples), params)
 
 
-def write_clusters_json(path: PathLike, discovery: Discovery | dict[str, Any]) -> Path:
+def write_clusters_json(path: PathLike | StorePath, discovery: Discovery | dict[str, Any]) -> AnyPath:
     """Write ``clusters.json`` atomically and return its path."""
     data = discovery.to_json_dict() if isinstance(discovery, Discovery) else discovery
-    target = Path(path)
+    target = as_path(path)
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return target
 
 
-def read_clusters_json(path: PathLike) -> dict[str, Any]:
+def read_clusters_json(path: PathLike | StorePath) -> dict[str, Any]:
     """Read a ``clusters.json``.
 
     Raises:
         CorruptFileError: Not JSON, or not a changescope clusters file.
     """
-    p = Path(path)
+    p = as_path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:

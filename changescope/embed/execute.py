@@ -14,7 +14,6 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -43,6 +42,7 @@ from changescope.encoders.registry import CHECKPOINT_PREFIX, get_meta
 from changescope.errors import ParameterError
 from changescope.grid import PatchGrid
 from changescope.series import band_infos, series_crs, series_transform, validate_series
+from changescope.storepath import AnyPath, StorePath, as_path
 from changescope.types import Device, PathLike
 
 __all__ = ["Device", "embed_series"]
@@ -172,7 +172,7 @@ def embed_series(
     encoder_kwargs: dict[str, Any] | None = None,
     patch_size: int,
     stride: int | None = None,
-    out: PathLike,
+    out: PathLike | StorePath,
     block: int | None = None,
     batch_size: int = 16,
     min_valid: float = 0.5,
@@ -182,7 +182,7 @@ def embed_series(
     overwrite: bool = False,
     progress: bool = True,
     before_flag: Callable[[int], None] | None = None,
-) -> Path:
+) -> AnyPath:
     """Embed every patch of every date of a series into a Zarr store (see :mod:`changescope.embed.store`).
 
     The encoder runs on large tiles and its dense feature map is pooled onto the patch grid (area-weighted, see
@@ -200,7 +200,7 @@ def embed_series(
         encoder_kwargs: Extra family options for the encoder.
         patch_size: Patch side in pixels.
         stride: Step between patches (default ``patch_size``).
-        out: The store to write.
+        out: The store to write (a local path, or an object-store location).
         block: Block side in pixels (one task and one chunk per block and date; default 1024, rounded to tiles).
         batch_size: Tiles per forward pass.
         min_valid: Minimum valid fraction for a patch to be embedded.
@@ -256,7 +256,7 @@ def embed_series(
         "embed_dim": meta.embed_dim,
         "min_valid": float(min_valid),
     }
-    path = Path(out)
+    path = as_path(out)
     if path.exists() and not overwrite:
         check_store(path, params, times)
     else:
@@ -294,7 +294,15 @@ def embed_series(
         return (r1 - r0) * (c1 - c0)
 
     total = sum(patches(br, bc) for _, br, bc in todo)
-    plan = TaskPlan(str(path), layout, spec, meta.normalization, float(min_valid), batch_size, before_flag)
+    plan = TaskPlan(
+        path if isinstance(path, StorePath) else str(path),
+        layout,
+        spec,
+        meta.normalization,
+        float(min_valid),
+        batch_size,
+        before_flag,
+    )
     # named, so dask never hashes (pickles) an in-memory series to make its key
     source = delayed(SeriesSource(ds, band_idx), name=f"embed-source-{uuid.uuid4().hex}", traverse=False)
     run = delayed(run_task, pure=False)

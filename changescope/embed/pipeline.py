@@ -33,6 +33,7 @@ from changescope.encoders.base import Encoder, Normalization
 from changescope.encoders.registry import create_encoder
 from changescope.errors import ParameterError
 from changescope.series import reflectance
+from changescope.storepath import StorePath
 
 __all__ = [
     "GDAL_CACHE_BYTES",
@@ -151,7 +152,7 @@ class TaskPlan:
     """Everything a task needs besides its (date, block) and the series.
 
     Attributes:
-        store: Path of the embeddings store.
+        store: Path of the embeddings store (a :class:`~changescope.storepath.StorePath` in an object store).
         layout: Blocks and tiles.
         encoder: How to build the encoder.
         normalization: Input normalisation of the encoder.
@@ -161,7 +162,7 @@ class TaskPlan:
             docstring); must be picklable to run on dask workers.
     """
 
-    store: str
+    store: str | StorePath
     layout: BlockLayout
     encoder: EncoderSpec
     normalization: Normalization

@@ -12,7 +12,9 @@ Layout (``P`` = patches per block side, see :class:`~changescope.embed.layout.Bl
   ``grid_height``/``grid_width``), the bands used, the series source, the changescope version and creation time.
 
 The store is created atomically (built in a temporary sibling, then renamed) with all flags 0, so a path either holds
-a whole store or nothing. Read it with :func:`open_embeddings`.
+a whole store or nothing. Read it with :func:`open_embeddings`. It may lie in an object store (a run folder on
+``s3://``): it is then created locally and uploaded with its metadata last, and tasks write their chunks and flags
+through an fsspec mapper, each chunk one object.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -33,6 +34,7 @@ from numpy.typing import NDArray
 from changescope.embed.layout import BlockLayout
 from changescope.errors import CorruptFileError, ParameterError
 from changescope.io.writers import atomic_path
+from changescope.storepath import AnyPath, StorePath, as_path
 from changescope.types import PathLike
 
 __all__ = [
@@ -78,11 +80,14 @@ class IncompleteStoreError(CorruptFileError):
     """An embeddings store has tasks (date x block) that never finished; rerun ``embed`` to complete it."""
 
 
-def is_store(path: PathLike) -> bool:
+def _zarr(path: AnyPath) -> Any:
+    """What xarray and zarr open: a local path, or an fsspec mapper on an object-store prefix."""
+    return path.mapper() if isinstance(path, StorePath) else str(path)
+
+
+def is_store(path: PathLike | StorePath) -> bool:
     """Whether ``path`` is a changescope embeddings store."""
-    p = Path(path)
-    if not (p / ".zattrs").is_file():
-        return False
+    p = as_path(path)
     try:
         attrs = json.loads((p / ".zattrs").read_text())
     except (OSError, ValueError):
@@ -97,13 +102,13 @@ def _describe_dates(times: pd.DatetimeIndex) -> str:
 
 
 def create_store(
-    path: PathLike,
+    path: PathLike | StorePath,
     *,
     layout: BlockLayout,
     times: pd.DatetimeIndex,
     embed_dim: int,
     attrs: Mapping[str, Any],
-) -> Path:
+) -> AnyPath:
     """Create an empty store (metadata, coordinates, all flags 0) atomically, replacing ``path`` if present.
 
     Args:
@@ -143,18 +148,19 @@ def create_store(
         "valid_fraction": {"chunks": chunks_e[:3], "_FillValue": np.nan},
         "block_done": {"chunks": chunks_f, "_FillValue": 0},
     }
-    with atomic_path(Path(path)) as tmp:
+    target = as_path(path)
+    with atomic_path(target) as tmp:
         # compute=False writes metadata and coordinates only: every chunk starts absent (fill value).
         skeleton.to_zarr(tmp, mode="w", compute=False, zarr_format=2, consolidated=True, encoding=encoding)
-    return Path(path)
+    return target
 
 
-def _store_attrs(path: Path) -> dict[str, Any]:
+def _store_attrs(path: AnyPath) -> dict[str, Any]:
     attrs: dict[str, Any] = json.loads((path / ".zattrs").read_text())
     return attrs
 
 
-def check_store(path: PathLike, params: Mapping[str, Any], times: pd.DatetimeIndex) -> None:
+def check_store(path: PathLike | StorePath, params: Mapping[str, Any], times: pd.DatetimeIndex) -> None:
     """Refuse to resume into a store made with other parameters.
 
     Raises:
@@ -162,7 +168,7 @@ def check_store(path: PathLike, params: Mapping[str, Any], times: pd.DatetimeInd
         StoreMismatchError: A parameter (or the dates) differs; the message names it and says how to replace the
             store.
     """
-    p = Path(path)
+    p = as_path(path)
     fix = "pass overwrite=True (--overwrite) to replace it, or choose another --out"
     if not is_store(p):
         raise ParameterError(
@@ -173,7 +179,7 @@ def check_store(path: PathLike, params: Mapping[str, Any], times: pd.DatetimeInd
         old, new = stored.get(name), params[name]
         if old != new:
             raise StoreMismatchError(f"{str(p)!r} holds embeddings made with {name}={old!r}, not {new!r}; {fix}")
-    with xr.open_zarr(p, consolidated=True) as ds:
+    with xr.open_zarr(_zarr(p), consolidated=True) as ds:
         old_times = pd.DatetimeIndex(ds["time"].values)
     if not old_times.equals(times):
         raise StoreMismatchError(
@@ -182,15 +188,15 @@ def check_store(path: PathLike, params: Mapping[str, Any], times: pd.DatetimeInd
         )
 
 
-def done_flags(path: PathLike) -> NDArray[np.bool_]:
+def done_flags(path: PathLike | StorePath) -> NDArray[np.bool_]:
     """Completion flags ``(time, block_row, block_col)`` of a store."""
-    arr = zarr.open_array(str(Path(path) / "block_done"), mode="r", zarr_format=2)
+    arr = zarr.open_array(_zarr(as_path(path) / "block_done"), mode="r", zarr_format=2)
     flags: NDArray[np.bool_] = np.asarray(arr[...]) != 0
     return flags
 
 
 def write_block(
-    path: PathLike,
+    path: PathLike | StorePath,
     t: int,
     br: int,
     bc: int,
@@ -213,10 +219,10 @@ def write_block(
         before_flag: Called between the chunks and the flag (the resume tests' kill hook).
     """
     r0, r1, c0, c1 = layout.block_patches(br, bc)
-    root = Path(path)
+    root = as_path(path)
 
     def array(name: str) -> zarr.Array[Any]:
-        return zarr.open_array(str(root / name), mode="r+", zarr_format=2)
+        return zarr.open_array(_zarr(root / name), mode="r+", zarr_format=2)
 
     array("embedding")[t, r0:r1, c0:c1, :] = embedding
     array("valid_fraction")[t, r0:r1, c0:c1] = valid_fraction
@@ -225,7 +231,7 @@ def write_block(
     array("block_done")[t, br, bc] = 1
 
 
-def open_embeddings(path: PathLike, *, allow_incomplete: bool = False) -> xr.Dataset:
+def open_embeddings(path: PathLike | StorePath, *, allow_incomplete: bool = False) -> xr.Dataset:
     """Open an embeddings store (lazily).
 
     Args:
@@ -242,10 +248,10 @@ def open_embeddings(path: PathLike, *, allow_incomplete: bool = False) -> xr.Dat
         CorruptFileError: ``path`` is not an embeddings store.
         IncompleteStoreError: Some tasks never finished and ``allow_incomplete`` is False.
     """
-    p = Path(path)
+    p = as_path(path)
     if not is_store(p):
         raise CorruptFileError(f"{str(p)!r} is not a changescope embeddings store (no format={FORMAT!r} attribute)")
-    ds: xr.Dataset = xr.open_zarr(p, consolidated=True)
+    ds: xr.Dataset = xr.open_zarr(_zarr(p), consolidated=True)
     flags = done_flags(p)
     ds["block_done"] = (("time", "block_row", "block_col"), flags)
     if not flags.all() and not allow_incomplete:

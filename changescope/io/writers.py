@@ -1,7 +1,9 @@
 """Atomic writers: GeoTIFF/COG, series as a folder of dated GeoTIFFs, Zarr and NetCDF.
 
 Every writer writes to a temporary sibling and renames it into place, so a crash or a kill never leaves a file
-that looks complete but is not.
+that looks complete but is not. A target in an object store (a :class:`~changescope.storepath.StorePath`,
+``s3://...``) is written into a local temporary folder and uploaded once finished: a file is one PUT (an object
+appears whole or not at all), a folder (a Zarr store) is uploaded with its metadata last.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -23,17 +26,27 @@ from affine import Affine
 
 from changescope.errors import ParameterError
 from changescope.series import LABEL_NODATA, class_table, series_crs, series_transform, validate_series
+from changescope.storepath import AnyPath, StorePath, as_path
 
 __all__ = ["atomic_path", "write_geotiff", "write_series_folder", "write_series_netcdf", "write_series_zarr"]
 
 
 @contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
+def atomic_path(path: AnyPath | str) -> Iterator[Path]:
+    """Yield a temporary local path for ``path``; move (or upload) it onto ``path`` only if the block succeeds.
 
-    Works for files and directories (an existing target directory is replaced).
+    Works for files and directories (an existing target directory is replaced). For an object-store ``path`` the
+    temporary path lies in a fresh local temporary folder (removed afterwards) and is uploaded whole
+    (:meth:`~changescope.storepath.StorePath.upload`).
     """
-    target = Path(path)
+    target = as_path(path)
+    if isinstance(target, StorePath):
+        with tempfile.TemporaryDirectory(prefix="changescope-") as folder:
+            tmp = Path(folder) / target.name
+            yield tmp
+            if tmp.exists():
+                target.upload(tmp)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
@@ -52,6 +65,21 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             tmp.unlink()
 
 
+@overload
+def write_geotiff(
+    path: StorePath,
+    array: np.ndarray,
+    *,
+    crs: Any,
+    transform: Affine,
+    nodata: float | None = None,
+    descriptions: Sequence[str] | None = None,
+    cog: bool = False,
+    tags: dict[str, str] | None = None,
+    scales: Sequence[float] | None = None,
+    offsets: Sequence[float] | None = None,
+) -> StorePath: ...
+@overload
 def write_geotiff(
     path: Path | str,
     array: np.ndarray,
@@ -64,11 +92,24 @@ def write_geotiff(
     tags: dict[str, str] | None = None,
     scales: Sequence[float] | None = None,
     offsets: Sequence[float] | None = None,
-) -> Path:
+) -> Path: ...
+def write_geotiff(
+    path: AnyPath | str,
+    array: np.ndarray,
+    *,
+    crs: Any,
+    transform: Affine,
+    nodata: float | None = None,
+    descriptions: Sequence[str] | None = None,
+    cog: bool = False,
+    tags: dict[str, str] | None = None,
+    scales: Sequence[float] | None = None,
+    offsets: Sequence[float] | None = None,
+) -> AnyPath:
     """Write a ``(bands, h, w)`` or ``(h, w)`` array as a (Cloud-Optimised) GeoTIFF, atomically.
 
     Args:
-        path: Output file.
+        path: Output file (local, or an object-store URL: written locally, then uploaded).
         array: Pixel values.
         crs: Raster CRS.
         transform: Affine transform.
@@ -104,7 +145,7 @@ def write_geotiff(
         arr = arr.astype(np.uint8)
     if arr.shape[1] >= 256 and arr.shape[2] >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    out = Path(path)
+    out = path if isinstance(path, StorePath) else Path(path)
     with atomic_path(out) as tmp:
         if cog:
             mem_profile = {**profile, "driver": "GTiff"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from changescope.report.sections import (
     scores_section,
 )
 from changescope.rundir import RunDir
+from changescope.storepath import AnyPath, StorePath, as_path
 from changescope.types import PathLike
 
 __all__ = ["SECTIONS", "build_report"]
@@ -101,7 +101,7 @@ def _grid_table(data: Mapping[str, Any], key: str) -> str:
     return f"<table><tr><th>{esc(key)}</th>{head}</tr>{body}</table>"
 
 
-def _evaluation(root: Path) -> str:
+def _evaluation(root: AnyPath) -> str:
     path = root / "metrics.json"
     if not path.exists():
         return ""
@@ -128,8 +128,9 @@ def _evaluation(root: Path) -> str:
     return "".join(parts)
 
 
-def _explore(root: Path) -> str:
-    pngs = sorted((root / "figures").glob("explore_*.png"))
+def _explore(root: AnyPath) -> str:
+    found: list[AnyPath] = [*(root / "figures").glob("explore_*.png")]
+    pngs = sorted(found, key=str)
     if not pngs:
         return ""
     imgs = "".join(img_tag(bytes_uri(p.read_bytes()), p.stem) for p in pngs)
@@ -151,11 +152,12 @@ def _parameters(info: Mapping[str, Any]) -> str:
     )
 
 
-def build_report(run_dir: PathLike, *, top: int = 24, max_px: int = 256) -> Path:
+def build_report(run_dir: PathLike | StorePath, *, top: int = 24, max_px: int = 256) -> AnyPath:
     """Write ``RUN_DIR/report.html``, a self-contained HTML report of a finished run (see the module docstring).
 
     Args:
-        run_dir: A finished run (``changescope run``); its series is re-opened from ``run.json``'s source.
+        run_dir: A finished run (``changescope run``), local or in an object store; its series is re-opened from
+            ``run.json``'s source.
         top: Ranked changes shown in the gallery.
         max_px: Longest side of the per-date quicklooks.
 
@@ -172,7 +174,7 @@ def build_report(run_dir: PathLike, *, top: int = 24, max_px: int = 256) -> Path
         raise ParameterError(f"--max-px {max_px!r} is too small for a quicklook; pass 16 or more (default 256)")
     if top < 0:
         raise ParameterError(f"--top {top!r} must be >= 0 (ranked changes shown in the gallery)")
-    root = Path(run_dir)
+    root = as_path(run_dir)
     rd = RunDir(root)
     info = rd.load()
     ds = rd.open_input(info)

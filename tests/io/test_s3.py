@@ -94,14 +94,33 @@ def test_cog_folder_from_s3_equals_local(s3, tmp_path, series):
     assert all(f.startswith(f"{url}/") and f.endswith(".tif") for f in remote.attrs["files"])
 
 
-def test_cog_reads_are_lazy_and_windowed(s3, tmp_path, series):
+def test_cog_reads_are_lazy_and_windowed(s3, tmp_path, monkeypatch):
+    import s3fs
+
+    from changescope.io.raster import read_lazy
+    from changescope.io.writers import write_geotiff
+    from changescope.testing import TEST_CRS, utm_transform
+
     client, bucket = s3
-    local = write_series_folder(series.isel(time=[0, 1]), tmp_path / "series", cog=True)
-    url = upload(client, bucket, local, "lazy")
-    ds = changescope.open(url)
-    assert hasattr(ds["image"].data, "dask")  # nothing read yet but headers
-    window = ds["image"].isel(time=1, y=slice(10, 20), x=slice(30, 37)).values
-    np.testing.assert_array_equal(window, series["image"].isel(time=1, y=slice(10, 20), x=slice(30, 37)).values)
+    pixels = np.random.default_rng(3).integers(0, 10000, size=(2, 1536, 1536), dtype=np.uint16)  # incompressible
+    local = write_geotiff(tmp_path / "2020-01-01.tif", pixels, crs=TEST_CRS, transform=utm_transform(), cog=True)
+    client.upload_file(str(local), bucket, "big/2020-01-01.tif")
+    fetched: list[int] = []
+    original = s3fs.core.S3File._fetch_range
+
+    def counting(self, start, end):
+        fetched.append(end - start)
+        return original(self, start, end)
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counting)
+    arr = read_lazy(f"s3://{bucket}/big/2020-01-01.tif", chunk=256)  # dask reads whole chunks
+    assert hasattr(arr.data, "dask")
+    opened = sum(fetched)
+    window = arr.isel(y=slice(700, 710), x=slice(900, 907)).values
+    np.testing.assert_array_equal(window, pixels[:, 700:710, 900:907])
+    size = local.stat().st_size
+    assert opened < size / 4  # opening reads the header, not the pixels
+    assert sum(fetched) - opened < size / 4  # one window reads its chunk's tiles (1 MiB ranges), not the file
 
 
 def test_zarr_from_s3_equals_local(s3, tmp_path, series):
@@ -191,7 +210,9 @@ RUN = {"patch_size": 16}
 
 @pytest.fixture(scope="module")
 def run_series():
-    return make_test_series(seed=11, n_time=6, cloud_fraction=0.1, height=96, width=96)
+    ds = make_test_series(seed=11, n_time=6, cloud_fraction=0.1, height=64, width=64)
+    ds["image"][3:, :, :16, 16:32] = 200  # a patch changes from the fourth date on: the runs find something
+    return ds
 
 
 def same_results(a: Path | StorePath, b: Path | StorePath) -> None:
@@ -255,3 +276,119 @@ def test_cli_run_reads_s3_and_fails_in_one_line(s3, tmp_path, run_series, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and f"s3://{bucket}/cli/nothing" in err
     assert "Traceback" not in err and "\n" not in err
+
+
+# -- run folders on S3 ---------------------------------------------------------------------------------------------
+def objects(client, bucket: str, prefix: str) -> dict[str, str]:
+    """``{relative key: ETag}`` of every object below ``prefix`` (listed with boto3)."""
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][len(prefix) + 1 :]] = obj["ETag"]
+    return out
+
+
+@pytest.mark.slow  # three small runs, a rescore and a report (about 40 s on two shared cores)
+def test_run_folder_on_s3_matches_local_and_resumes(s3, tmp_path, run_series):
+    import json
+
+    import rasterio
+
+    from changescope.config import ScoreConfig
+    from changescope.report import build_report
+    from changescope.run import RunConfig, load_run, rescore, run_pipeline
+
+    client, bucket = s3
+    local_input = write_series_folder(run_series, tmp_path / "series", cog=True)
+    here = run_pipeline(local_input, tmp_path / "run", RunConfig(**RUN), progress=False)
+    url = f"s3://{bucket}/runs/one"
+    there = run_pipeline(local_input, url, RunConfig(**RUN), progress=False)
+    assert there.out == StorePath(url) and there.n_events == here.n_events > 0
+    remote = StorePath(url)
+    same_results(tmp_path / "run", remote)
+
+    # the same files, and nothing else (no lock, no temporary object)
+    keys = objects(client, bucket, "runs/one")
+    local_files = {p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert set(keys) == local_files
+    assert json.loads((remote / "run.json").read_text())["outputs"] == load_run(tmp_path / "run")["outputs"]
+    for name in ("maps/change_date.tif", sorted(k for k in keys if k.startswith("maps/score_"))[-1]):
+        with rasterio.open(tmp_path / "run" / name) as a, rasterio.open(f"{url}/{name}", opener=remote.fs) as b:
+            assert b.crs == a.crs and b.transform == a.transform and b.profile["driver"] == "GTiff"
+            np.testing.assert_array_equal(b.read(), a.read())
+            assert b.overviews(1) == a.overviews(1)  # still a COG
+
+    # a rerun reuses the embeddings (not one of their objects is rewritten) and gives the same results
+    run_pipeline(local_input, url, RunConfig(**RUN), progress=False)
+    again = objects(client, bucket, "runs/one")
+    assert {k: v for k, v in again.items() if "embeddings.zarr" in k} == {
+        k: v for k, v in keys.items() if "embeddings.zarr" in k
+    }
+    same_results(tmp_path / "run", remote)
+
+    # rescoring in place and the report work on the object store too
+    rescored = rescore(url, ScoreConfig(false_alarms=50))
+    local_rescored = rescore(tmp_path / "run", ScoreConfig(false_alarms=50))
+    assert rescored.n_events == local_rescored.n_events
+    same_results(tmp_path / "run", remote)
+    page = build_report(url)
+    assert page == remote / "report.html" and "data:image/png;base64," in page.read_text()
+
+
+def test_out_bucket_must_exist_and_lie_outside_the_input(s3, tmp_path, run_series, capsys):
+    from changescope.cli.app import main
+    from changescope.run import RunConfig, run_pipeline
+
+    client, bucket = s3
+    missing = f"no-such-{bucket}"
+    with pytest.raises(ParameterError, match=f"bucket '{missing}' does not exist"):
+        run_pipeline(tmp_path / "anything", f"s3://{missing}/run", RunConfig(**RUN), progress=False)
+    assert missing not in {b["Name"] for b in client.list_buckets()["Buckets"]}  # never created
+    url = upload(client, bucket, write_series_folder(run_series.isel(time=[0, 1]), tmp_path / "s"), "in/series")
+    with pytest.raises(ParameterError, match="lies inside the input"):
+        run_pipeline(url, f"{url}/run", RunConfig(**RUN), progress=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["run", str(tmp_path / "s"), "--out", f"s3://{missing}/run", "--no-report", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and f"s3://{missing}/run" in err and "\n" not in err
+
+
+def test_lock_is_a_conditional_create(s3):
+    import json
+    import os
+    import socket
+
+    from changescope.rundir import LOCK, RunDir, RunLockedError
+
+    client, bucket = s3
+    rd = RunDir(f"s3://{bucket}/locked")
+    with rd.lock("run"):
+        held = json.loads(client.get_object(Bucket=bucket, Key=f"locked/{LOCK}")["Body"].read())
+        assert held["pid"] == os.getpid() and held["command"] == "run"
+        with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"), RunDir(f"s3://{bucket}/locked").lock("score"):
+            pass
+    assert objects(client, bucket, "locked") == {}  # released
+    # another host's lock is respected; a lock of a dead process on this host is taken over
+    other = {"pid": 1, "host": "elsewhere", "command": "run", "started": "2026-01-01T00:00:00+00:00"}
+    client.put_object(Bucket=bucket, Key=f"locked/{LOCK}", Body=json.dumps(other).encode())
+    with pytest.raises(RunLockedError, match="pid 1"), rd.lock():
+        pass
+    dead = {**other, "host": socket.gethostname(), "pid": 2**22 + 12345}
+    client.put_object(Bucket=bucket, Key=f"locked/{LOCK}", Body=json.dumps(dead).encode())
+    with rd.lock():
+        assert json.loads(client.get_object(Bucket=bucket, Key=f"locked/{LOCK}")["Body"].read())["pid"] == os.getpid()
+
+
+def test_atomic_upload_leaves_nothing_on_failure(s3):
+    from changescope.io.writers import atomic_path
+
+    client, bucket = s3
+    target = StorePath(f"s3://{bucket}/atomic/file.json")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert objects(client, bucket, "atomic") == {}
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and set(objects(client, bucket, "atomic")) == {"file.json"}

@@ -1,7 +1,9 @@
 """The ``changescope synth`` command: write a synthetic AOI in the DynamicEarthNet layout.
 
 With ``--from-pair`` it writes instead a semi-real labelled series built from a real before/after pair, as a
-folder of dated GeoTIFFs (:func:`changescope.synthetic.series_from_pair`).
+folder of dated GeoTIFFs (:func:`changescope.synthetic.series_from_pair`). With ``--bands`` it writes a whole
+synthetic Sentinel-2 L2A tile, bands at their native grids, block by block
+(:func:`changescope.synthetic.write_s2_tile`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ def synth(
         ),
     ],
     seed: Seed = 0,
-    size: Annotated[int, typer.Option("--size", help="Image side in pixels (>= 64, 3 m pixels).")] = 1024,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            help="Image side in pixels (>= 64, 3 m pixels; default 1024). With --bands: the 10 m grid side, a "
+            "multiple of 6 (default 10980, a whole Sentinel-2 tile).",
+        ),
+    ] = None,
     months: Annotated[int, typer.Option("--months", help="Number of monthly dates (>= 2).")] = 24,
     aoi: Annotated[str, typer.Option("--aoi", help="AOI id (letters, digits, underscores).")] = "aoi_0000",
     start: Annotated[
@@ -44,6 +53,17 @@ def synth(
         bool, typer.Option("--overwrite", help="Replace an existing AOI of the same id (or the --from-pair OUT).")
     ] = False,
     quiet: Quiet = False,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands",
+            help="Write a synthetic Sentinel-2 L2A tile instead: s2 (the 12 L2A bands at 10/20/60 m), s2-10m "
+            "(B02,B03,B04,B08) or L2A tokens such as B02,B8A,B11; with an SCL cloud mask and change truth.",
+        ),
+    ] = None,
+    block: Annotated[
+        int, typer.Option("--block", help="--bands: block side written at a time, px (a multiple of 256).")
+    ] = 1024,
     from_pair: Annotated[
         tuple[Path, Path] | None,
         typer.Option(
@@ -89,7 +109,27 @@ def synth(
     a real pair (before until --change-month, after from it on, each date with its own gain/offset, haze, shift,
     seasonal cycle, clouds and noise) as dated GeoTIFFs in OUT, which `changescope run OUT` reads. An OSCD city:
     --from-pair city/imgs_1 city/imgs_2 --mask city/cm/city-cm.tif. The AOI options are then ignored.
+
+    With --bands s2, write instead a whole synthetic Sentinel-2 L2A tile into OUT: every band of every month as a
+    COG at its native grid (10, 20 or 60 m), an SCL cloud mask, and the change events with a change-month raster
+    in OUT/truth. It is written block by block in bounded memory; `changescope run OUT` reads it.
     """
+    if bands is not None:
+        if from_pair is not None:
+            raise ParameterError("--bands and --from-pair write different things; pass one of them")
+        _synth_tile(
+            out,
+            seed=seed,
+            size=10980 if size is None else size,
+            months=months,
+            start=start or "2018-01-01",
+            bands=bands,
+            block=block,
+            overwrite=overwrite,
+            quiet=quiet,
+        )
+        return
+    size = 1024 if size is None else size
     if from_pair is not None:
         nuisances = {"gain": gain, "offset": offset, "haze": haze, "shift": shift, "noise": noise, "season": season}
         nuisances["cloud_dates"] = cloud_dates
@@ -137,6 +177,54 @@ def synth(
     console.print(f"images  {info.layout.image_dir}", highlight=False)
     console.print(f"labels  {info.layout.label_dir}", highlight=False)
     console.print(f"events  {info.layout.events_path}", highlight=False)
+
+
+def _synth_tile(
+    out: Path,
+    *,
+    seed: int,
+    size: int,
+    months: int,
+    start: str,
+    bands: str,
+    block: int,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Write the ``--bands`` tile into ``out`` with a progress bar, then a summary."""
+    from changescope.synthetic import write_s2_tile
+
+    console = Console(quiet=quiet)
+    began = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]synth[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task(f"tile {size} px", total=months)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        info = write_s2_tile(
+            out, seed, size, months, start=start, bands=bands, block=block, overwrite=overwrite, progress=advance
+        )
+    elapsed = time.perf_counter() - began
+    files = [p for p in info.root.rglob("*") if p.is_file()]
+    size_mib = sum(p.stat().st_size for p in files) / 2**20
+    title = f"{size}x{size} px at 10 m, {months} dates, {len(files)} files, {size_mib:.1f} MiB, {elapsed:.1f} s"
+    table = Table(title=title, show_header=True)
+    table.add_column("event type")
+    table.add_column("events", justify="right")
+    for kind, count in info.events["type"].value_counts(sort=False).items():
+        table.add_row(str(kind), str(count))
+    console.print(table)
+    console.print(f"bands   {', '.join(b.token for b in info.params.bands)} + SCL -> {info.root}", highlight=False)
+    console.print(f"truth   {info.events_path.parent}", highlight=False)
 
 
 def _synth_from_pair(

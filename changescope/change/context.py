@@ -23,25 +23,40 @@ observation fewer, so null scores are slightly larger than the scores of unchang
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import sklearn
 from numpy.typing import NDArray
 from sklearn.neighbors import NearestNeighbors
 
 from changescope.change.reference import Reference, reference_mask
 from changescope.change.scorers import PatchLOF
+from changescope.change.source import ArraySource, DateSource
 from changescope.errors import ParameterError
 
 __all__ = ["null_mask", "peer_scores"]
 
 F64 = NDArray[np.float64]
+_QUERY_CHUNK = 8192
+_WORKING_MB = 64
+"""scikit-learn's working memory (MiB) for the exact search's distance chunks (its default is 1 GiB)."""
+IVF_CELLS_PER_SQRT = 2
+"""Cells of the faiss inverted-file index used above ``exact_limit`` patches: this times the square root of N."""
+IVF_TRAIN_PER_CELL = 40
+"""States per cell its k-means is trained on (an evenly spaced sample)."""
+IVF_PROBES = 64
+"""Cells searched per query (the nearest ones): recall against cost."""
+EXACT_PEERS = 50_000
+"""Patches up to which peers come from an exact search (scikit-learn, float64); above, from a faiss IVF index."""
 _KNN = "brute"
 """Exact neighbour search by (chunked) pairwise distances: embeddings have too many dimensions for trees to prune
 (on 36864 states of 15 dimensions, 5x faster than a k-d tree, with the same neighbours)."""
 
 
 def peer_scores(
-    X: NDArray[np.floating],
+    X: NDArray[np.floating] | DateSource,
     valid: NDArray[np.bool_],
     times: pd.DatetimeIndex | NDArray[np.datetime64],
     positions: NDArray[np.integer],
@@ -57,11 +72,13 @@ def peer_scores(
     chunk: int = 4096,
     breaks: NDArray[np.bool_] | None = None,
     null: bool = False,
+    exact_limit: int | None = None,
 ) -> F64:
     """Score every observation against its peers' observations of the same date.
 
     Args:
-        X: ``(T, N, D)`` embeddings.
+        X: ``(T, N, D)`` embeddings, or a source handing them out one date at a time
+            (:mod:`changescope.change.source`; memory ``O(N x D)`` whatever ``T``).
         valid: ``(T, N)`` usable observations.
         times: ``T`` dates.
         positions: ``(N, 2)`` patch ``(row, col)`` of each patch (for the spatial exclusion).
@@ -73,12 +90,14 @@ def peer_scores(
         exclusion: Patches within this many rows/cols are never peers.
         k_nearest: Peer observations averaged by ``distance``.
         n_neighbors: LOF neighbours (capped by the peers available).
-        chunk: Patches scored at once (memory ``chunk x n_peers x D`` float64).
+        chunk: Patches scored at once (memory ``chunk x n_peers x D`` float64, and their neighbour lists).
         breaks: ``(T, N)`` segment starts after confirmed changes
             (:func:`~changescope.change.reference.reference_mask`): a patch's reference state, and so its peers,
             follow its latest segment.
         null: Also score the reference observations leave-one-out (module docstring; ``"first"`` without
             ``breaks`` only, ignored otherwise): where :func:`null_mask` is True the result holds these null scores.
+        exact_limit: Patches up to which the peer search is exact; above, faiss IVF (default
+            :data:`EXACT_PEERS`).
 
     Returns:
         ``(T, N)`` raw scores, NaN where not scored (invalid, no reference, too few peers).
@@ -89,8 +108,9 @@ def peer_scores(
         raise ParameterError(f"n_peers={n_peers!r} must be >= 2 and k_nearest={k_nearest!r} >= 1")
     if chunk < 1:
         raise ParameterError(f"chunk={chunk!r} must be >= 1 patches")
-    Xf = np.where(valid[..., None], np.asarray(X, dtype=np.float64), 0.0)
-    n_t, n, _ = Xf.shape
+    src: DateSource = X if not isinstance(X, np.ndarray) else ArraySource(X, np.asarray(valid, dtype=bool))
+    exact_limit = EXACT_PEERS if exact_limit is None else exact_limit
+    n_t, n, _ = src.shape
     pos = np.asarray(positions)
     ref, scored = reference_mask(valid, times, reference, k, season_window, breaks=breaks)
     loo = null_mask(valid, k) if null and reference == "first" and (breaks is None or not breaks.any()) else None
@@ -107,25 +127,30 @@ def peer_scores(
         if n_eff < max(k_nearest + 1, 5):
             continue
         if table is None or not np.array_equal(ref[t], table.ref):  # "first": one table for every date
-            table = _PeerTable.build(ref[t], count, Xf, n_peers + extra + 1)
+            table = _PeerTable.build(ref[t], count, src, n_peers + extra + 1, exact_limit)
         state = table.state[idx]
         n_query = min(len(idx), n_eff + extra + 1)
-        nb = table.neighbours(idx, ok, n_query)
-        far = (np.abs(pos[idx][nb, 0] - pos[idx][:, None, 0]) > exclusion) | (
-            np.abs(pos[idx][nb, 1] - pos[idx][:, None, 1]) > exclusion
-        )
-        order = np.argsort(~far, axis=1, kind="stable")[:, :n_eff]  # the closest far-away patches first
-        peers = np.take_along_axis(nb, order, axis=1)
-        mask = np.take_along_axis(far, order, axis=1)
-        delta = Xf[t, idx] - state  # each patch's change since its reference state
+        xt = src.date(t)[idx]
+        delta = xt - state  # each patch's change since its reference state
         if loo is not None and loo[t].any():  # reference observations: since the mean of the others
             own = loo[t, idx]
             c = count[idx][own, None].astype(np.float64)
-            delta[own] = Xf[t, idx[own]] - (state[own] * c - Xf[t, idx[own]]) / (c - 1)
-        for lo in range(0, len(idx), chunk):  # bounded memory: (chunk, n_peers, D) at a time
+            delta[own] = xt[own] - (state[own] * c - xt[own]) / (c - 1)
+        del xt
+        search = _Search(table.state[idx], exact_limit)
+        pidx = pos[idx]
+        for lo in range(0, len(idx), chunk):  # bounded memory: (chunk, n_query) neighbours, (chunk, n_peers, D)
             sl = slice(lo, lo + chunk)
+            nb = table.neighbours(idx, ok, n_query, sl, search)
+            here = pidx[sl]
+            far = (np.abs(pidx[nb, 0] - here[:, None, 0]) > exclusion) | (
+                np.abs(pidx[nb, 1] - here[:, None, 1]) > exclusion
+            )
+            order = np.argsort(~far, axis=1, kind="stable")[:, :n_eff]  # the closest far-away patches first
+            peers = np.take_along_axis(nb, order, axis=1)
+            mask = np.take_along_axis(far, order, axis=1)
             out[t, idx[sl]] = _score_against_peers(
-                delta[sl], delta[peers[sl]], mask[sl], method, min(k_nearest, n_eff), n_neighbors
+                delta[sl], delta[peers], mask, method, min(k_nearest, n_eff), n_neighbors
             )
     return out
 
@@ -143,44 +168,112 @@ def null_mask(valid: NDArray[np.bool_], k: int) -> NDArray[np.bool_]:
     return np.asarray(first & (first.sum(axis=0) >= 2)[None, :], dtype=bool)
 
 
+class _Search:
+    """Nearest neighbours among a set of states: exact (brute force) up to ``exact_limit`` states, else faiss IVF.
+
+    The index is built on first use, so a date whose peers all come from the shared table builds none.
+    """
+
+    def __init__(self, state: F64, exact_limit: int) -> None:
+        self.state = state
+        self.exact_limit = exact_limit
+        self._model: Any = None
+
+    def kneighbors(self, query: F64, k: int, *, indexed: bool = True) -> NDArray[np.intp]:
+        """``(len(query), k)`` positions in ``state`` of each query's ``k`` nearest states, nearest first.
+
+        Args:
+            query: ``(n, D)`` states to look up.
+            k: Neighbours wanted (capped by the states there are).
+            indexed: Above ``exact_limit`` states, search a faiss inverted-file index (worth training for many queries);
+                otherwise an exact faiss flat search (a few queries: nothing to train).
+
+        An approximate search that found fewer fills the rest with -1.
+        """
+        k = min(k, len(self.state))
+        if len(self.state) <= self.exact_limit:
+            if self._model is None:
+                self._model = NearestNeighbors(algorithm=_KNN).fit(self.state)
+            with sklearn.config_context(working_memory=_WORKING_MB):  # bounded distance chunks
+                found = self._model.kneighbors(query, n_neighbors=k, return_distance=False)
+            return np.asarray(found, dtype=np.intp)
+        import faiss
+
+        if self._model is None:
+            data = np.ascontiguousarray(self.state, dtype=np.float32)
+            dim = data.shape[1]
+            if indexed:  # inverted lists over k-means cells, trained on an evenly spaced sample (deterministic)
+                nlist = max(1, int(IVF_CELLS_PER_SQRT * np.sqrt(len(data))))
+                self._model = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
+                self._model.cp.seed = 0
+                step = max(1, len(data) // (IVF_TRAIN_PER_CELL * nlist))
+                self._model.train(data[::step])
+                self._model.nprobe = min(nlist, IVF_PROBES)
+            else:
+                self._model = faiss.IndexFlatL2(dim)
+            self._model.add(data)
+        out = np.empty((len(query), k), dtype=np.intp)
+        for lo in range(0, len(query), _QUERY_CHUNK):  # bounded memory: the distances of a chunk at a time
+            q = np.ascontiguousarray(query[lo : lo + _QUERY_CHUNK], dtype=np.float32)
+            out[lo : lo + len(q)] = self._model.search(q, k)[1]
+        return out
+
+
 class _PeerTable:
     """Nearest reference states of every patch, shared by the dates that have the same reference mask.
 
     With the ``"first"`` reference every date has the same reference states, so the nearest-neighbour search (the
     bulk of the cost) runs once instead of once per date. Each date then keeps, per patch, the nearest candidates
-    that are scorable that date; a patch with too few of them among the ``2 * n_fetch`` fetched (a very cloudy
-    date) is searched again among that date's scorable patches only, so the peers are exactly the ones a search per
-    date would find.
+    that are scorable that date; a patch with too few of them among those fetched (a very cloudy date) is searched
+    again among that date's scorable patches only, so the peers are exactly the ones a search per date would find
+    (up to the approximation of faiss above ``exact_limit`` patches). The table is ``int32``: ``N x fetch`` indices,
+    with ``fetch`` twice the candidates a date needs up to ``exact_limit`` patches and 1.5 times above.
     """
 
-    def __init__(self, ref: NDArray[np.bool_], state: F64, table: NDArray[np.int64]) -> None:
+    def __init__(self, ref: NDArray[np.bool_], state: F64, table: NDArray[np.int32]) -> None:
         self.ref = ref
         self.state = state
         self.table = table
 
     @classmethod
-    def build(cls, ref: NDArray[np.bool_], count: NDArray[np.integer], Xf: F64, n_fetch: int) -> _PeerTable:
+    def build(
+        cls, ref: NDArray[np.bool_], count: NDArray[np.integer], src: DateSource, n_fetch: int, exact_limit: int
+    ) -> _PeerTable:
         """Reference states (``ref (T, N)``: reference observations of one date) and their nearest neighbours."""
-        n = ref.shape[1]
+        n_t, n, dim = src.shape
         has = np.nonzero(count > 0)[0]
-        state = np.zeros((n, Xf.shape[2]))
-        state[has] = np.einsum("jn,jnd->nd", ref[:, has].astype(np.float64), Xf[:, has]) / count[has, None]
-        table = np.full((n, min(len(has), 2 * n_fetch)), -1, dtype=np.int64)
-        if len(has):
-            model = NearestNeighbors(n_neighbors=table.shape[1], algorithm=_KNN)
-            _, nb = model.fit(state[has]).kneighbors(state[has])
-            table[has] = has[nb]
-        return cls(ref.copy(), state, table)
+        state = np.zeros((n, dim))
+        for j in range(n_t):  # one date of embeddings at a time
+            if ref[j].any():
+                state[ref[j]] += src.date(j)[ref[j]]
+        state[has] /= count[has, None]
+        fetch = 2 * n_fetch if len(has) <= exact_limit else (3 * n_fetch) // 2
+        table = np.full((n, min(len(has), fetch)), -1, dtype=np.int32)
+        search = _Search(state[has], exact_limit)
+        for lo in range(0, len(has), _QUERY_CHUNK):  # bounded memory: a chunk of neighbour lists at a time
+            rows = has[lo : lo + _QUERY_CHUNK]
+            nb = search.kneighbors(state[rows], table.shape[1])
+            table[rows] = np.where(nb >= 0, has[np.maximum(nb, 0)], -1)
+        return cls(np.array(ref, copy=True), state, table)
 
-    def neighbours(self, idx: NDArray[np.intp], ok: NDArray[np.bool_], n_query: int) -> NDArray[np.intp]:
-        """Each scorable patch's ``n_query`` nearest scorable patches (itself included), nearest first.
+    def neighbours(
+        self, idx: NDArray[np.intp], ok: NDArray[np.bool_], n_query: int, rows: slice, search: _Search
+    ) -> NDArray[np.intp]:
+        """The ``n_query`` nearest scorable patches (itself included), nearest first, of the patches ``idx[rows]``.
+
+        Args:
+            idx: The scorable patches of the date.
+            ok: ``(N,)`` scorable patches of the date.
+            n_query: Neighbours wanted.
+            rows: Which of ``idx`` to look up.
+            search: A search over ``state[idx]``, for the patches that lack scorable candidates.
 
         Returns:
-            ``(len(idx), n_query)`` positions in ``idx``.
+            ``(len(idx[rows]), n_query)`` positions in ``idx``.
         """
         local = np.full(ok.shape[0], -1, dtype=np.intp)
         local[idx] = np.arange(len(idx))
-        cand = self.table[idx]
+        cand = self.table[idx[rows]]
         usable = (cand >= 0) & ok[np.maximum(cand, 0)]
         keep = usable & (np.cumsum(usable, axis=1) <= n_query)
         enough = keep.sum(axis=1) == n_query
@@ -188,20 +281,20 @@ class _PeerTable:
         nb = local[np.take_along_axis(cand, first, axis=1)]
         redo = np.nonzero(~enough)[0]
         if redo.size:  # too many of the fetched candidates unusable this date: search among the scorable ones
-            model = NearestNeighbors(n_neighbors=n_query, algorithm=_KNN).fit(self.state[idx])
-            nb[redo] = model.kneighbors(self.state[idx[redo]], return_distance=False)
+            found = search.kneighbors(self.state[idx[rows][redo]], n_query, indexed=False)
+            nb[redo] = np.where(found >= 0, found, nb[redo])
         return nb
 
 
 def _score_against_peers(
     delta: F64, R: F64, mask: NDArray[np.bool_], method: str, k_nearest: int, n_neighbors: int
 ) -> F64:
-    """Score each patch's change ``delta (n, D)`` against its peers' changes ``R (n, n_peers, D)``."""
+    """Score each patch's change ``delta (n, D)`` against its peers' changes ``R (n, n_peers, D)`` (overwritten)."""
     q = delta[:, None, :]
     if method == "distance":
-        d = np.where(mask, np.linalg.norm(R - q, axis=2), np.inf)
-        d.sort(axis=1)
-        near = d[:, :k_nearest]
+        diff = np.subtract(R, q, out=R)  # R is the caller's fresh gather: reuse its memory
+        d2 = np.where(mask, np.einsum("npd,npd->np", diff, diff), np.inf)
+        near = np.sqrt(np.partition(d2, k_nearest - 1, axis=1)[:, :k_nearest])
         with np.errstate(invalid="ignore"):
             return np.where(np.isfinite(near).all(axis=1), near.mean(axis=1), np.nan)
     return np.asarray(PatchLOF(n_neighbors=n_neighbors).fit(R, mask).score(q)[:, 0], dtype=np.float64)

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from changescope.change.calibrate import DECISIONS, Decision, NullModel, decide
 from changescope.change.reference import Reference, reference_mask
+from changescope.change.source import DateSource
 from changescope.errors import ParameterError
 from changescope.types import ThresholdMethod
 
@@ -179,7 +180,7 @@ def _candidates(
 
 
 def extract_events(
-    X: NDArray[np.floating],
+    X: NDArray[np.floating] | DateSource,
     valid: NDArray[np.bool_],
     times: pd.DatetimeIndex | NDArray[np.datetime64],
     scores: NDArray[np.floating],
@@ -202,8 +203,9 @@ def extract_events(
     """Turn per-patch scores into events (see the module docstring for the rules).
 
     Args:
-        X: ``(T, N, D)`` embeddings.
-        valid: ``(T, N)`` usable observations.
+        X: ``(T, N, D)`` embeddings, or a source of them (:mod:`changescope.change.source`): only the patches with
+            a candidate observation are read.
+        valid: ``(T, N)`` usable observations (with a source, they must have an embedding).
         times: ``T`` dates.
         scores: ``(T, N)`` change scores (NaN = unscored).
         reference: The reference strategy the scores used (defines the before state).
@@ -224,9 +226,10 @@ def extract_events(
     """
     if persistence < 0:
         raise ParameterError(f"persistence={persistence!r} must be >= 0 following dates")
-    X = np.asarray(X, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
-    valid = np.asarray(valid, dtype=bool) & np.isfinite(X).all(axis=2)
+    valid = np.asarray(valid, dtype=bool)
+    if isinstance(X, np.ndarray):
+        valid = valid & np.isfinite(X).all(axis=2)
     if s.shape != valid.shape:
         raise ParameterError(f"scores have shape {s.shape!r}, expected {valid.shape!r}")
     seg = None if breaks is None else np.asarray(breaks, dtype=bool)
@@ -242,7 +245,10 @@ def extract_events(
     # hysteresis: a run is a stretch of consecutive scored observations that are at least weakly significant,
     # an event is a run holding a candidate, dated at the run's start
     weak = cand | (np.isfinite(p) & (p <= date_level)) if decision is not None else cand
-    for n in np.nonzero(cand.any(axis=0))[0]:
+    patches = np.nonzero(cand.any(axis=0))[0]
+    Xc = np.asarray(X[:, patches], dtype=np.float64) if isinstance(X, np.ndarray) else X.patches(patches)
+    for i, n in enumerate(patches):
+        x = Xc[:, i]
         obs = np.nonzero(scored[:, n])[0]
         clear = np.nonzero(valid[:, n])[0]
         starts = [i for i in range(len(obs)) if weak[obs[i], n] and (i == 0 or not weak[obs[i - 1], n])]
@@ -255,12 +261,12 @@ def extract_events(
             b, t = int(obs[i]), int(obs[j])  # the break, and the first observation that passed the test
             own = None if seg is None else seg[:, n : n + 1]
             ref, _ = reference_mask(valid[:, n : n + 1], idx, reference, k, season_window, own)
-            before = X[ref[b, :, 0], n].mean(axis=0)
+            before = x[ref[b, :, 0]].mean(axis=0)
             follow = [int(u) for u in clear if u > b][:persistence]
             after_obs = [b]
             ok = True
             for u in follow:
-                if np.linalg.norm(X[u, n] - X[b, n]) < np.linalg.norm(X[u, n] - before):
+                if np.linalg.norm(x[u] - x[b]) < np.linalg.norm(x[u] - before):
                     after_obs.append(u)
                 else:
                     ok = False
@@ -272,8 +278,8 @@ def extract_events(
                 evidence = (float(s[t, n]), float(p[t, n]), float(nfa[t, n]))
                 rows.append((int(n), b, prior, *evidence, complete, len(after_obs)))
                 befores.append(before)
-                afters.append(X[after_obs, n].mean(axis=0))
-    return _events(rows, befores, afters, X.shape[2], idx, thr, decision)
+                afters.append(x[after_obs].mean(axis=0))
+    return _events(rows, befores, afters, Xc.shape[2], idx, thr, decision)
 
 
 def _events(

@@ -18,7 +18,15 @@ from numpy.typing import NDArray
 
 from changescope.errors import ParameterError
 
-__all__ = ["auto_subdivide", "max_over_subpatches", "subpatch_breaks", "subpatch_embeddings", "subpatch_size"]
+__all__ = [
+    "auto_subdivide",
+    "max_over_subpatches",
+    "pick_subpatches",
+    "subpatch_breaks",
+    "subpatch_choice",
+    "subpatch_embeddings",
+    "subpatch_size",
+]
 
 MIN_SUBPATCH = 8
 """Smallest sub-patch side (pixels) the automatic choice goes down to: smaller windows hold too few pixels for
@@ -125,6 +133,46 @@ def _windows(a: NDArray[np.floating], n_rows: int, n_cols: int, k: int, step: in
     return w.reshape(*w.shape[:-2], k * k)
 
 
+def subpatch_choice(
+    coarse_scores: NDArray[np.floating],
+    fine_scores: NDArray[np.floating],
+    subdivide: int,
+    step: int,
+) -> tuple[NDArray[np.bool_], NDArray[np.intp], NDArray[np.intp]]:
+    """Per patch, the scale at which it changed most: ``(use_fine, fine_row, fine_col)``, each ``(n_rows, n_cols)``.
+
+    ``use_fine`` is True where the highest score over the dates of one of the patch's sub-patches beats the
+    patch's own; ``fine_row``/``fine_col`` locate that sub-patch (the most changed one) in the sub-patch grid.
+    """
+    _, n_rows, n_cols = np.shape(coarse_scores)
+    peak = np.where(np.isfinite(fine_scores), fine_scores, -np.inf).max(axis=0)  # (rows_f, cols_f)
+    win = _windows(peak, n_rows, n_cols, subdivide, step)  # (n_rows, n_cols, k*k)
+    best = win.argmax(axis=-1)
+    own = np.where(np.isfinite(coarse_scores), coarse_scores, -np.inf).max(axis=0)
+    rr, cc = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
+    return win.max(axis=-1) > own, rr * step + best // subdivide, cc * step + best % subdivide
+
+
+def pick_subpatches(
+    coarse: NDArray[np.floating],
+    fine: NDArray[np.floating],
+    choice: tuple[NDArray[np.bool_], NDArray[np.intp], NDArray[np.intp]],
+) -> NDArray[np.float32]:
+    """The patch embeddings with, where :func:`subpatch_choice` picked one, the chosen sub-patch's instead.
+
+    Args:
+        coarse: ``(..., n_rows, n_cols, D)`` patch embeddings.
+        fine: ``(..., rows_f, cols_f, D)`` sub-patch embeddings (a sub-patch without one leaves the patch's own).
+        choice: ``(use_fine, fine_row, fine_col)``.
+    """
+    use_fine, fr, fc = choice
+    out = np.array(coarse, dtype=np.float32, copy=True)
+    picked = np.asarray(fine, dtype=np.float32)[..., fr[use_fine], fc[use_fine], :]  # (..., n_use, D)
+    ok = np.isfinite(picked).all(axis=-1, keepdims=True)  # a sub-patch too cloudy that date: keep the patch's own
+    out[..., use_fine, :] = np.where(ok, picked, out[..., use_fine, :])
+    return out
+
+
 def subpatch_embeddings(
     coarse: NDArray[np.floating],
     fine: NDArray[np.floating],
@@ -150,17 +198,4 @@ def subpatch_embeddings(
         ``(T, n_rows, n_cols, D)`` float32: each patch's own embeddings, or those of the sub-patch whose highest score
         over the dates beats the patch's (on dates that sub-patch has no embedding, the patch's own).
     """
-    _, n_rows, n_cols, _ = coarse.shape
-    peak = np.where(np.isfinite(fine_scores), fine_scores, -np.inf).max(axis=0)  # (rows_f, cols_f)
-    win = _windows(peak, n_rows, n_cols, subdivide, step)  # (n_rows, n_cols, k*k)
-    best = win.argmax(axis=-1)
-    own = np.where(np.isfinite(coarse_scores), coarse_scores, -np.inf).max(axis=0)
-    use_fine = win.max(axis=-1) > own
-    rr, cc = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
-    fr = rr * step + best // subdivide
-    fc = cc * step + best % subdivide
-    out = np.array(coarse, dtype=np.float32, copy=True)
-    picked = np.asarray(fine, dtype=np.float32)[:, fr[use_fine], fc[use_fine]]  # (T, n_use, D)
-    ok = np.isfinite(picked).all(axis=-1, keepdims=True)  # a sub-patch too cloudy that date: keep the patch's own
-    out[:, use_fine] = np.where(ok, picked, out[:, use_fine])
-    return out
+    return pick_subpatches(coarse, fine, subpatch_choice(coarse_scores, fine_scores, subdivide, step))

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from changescope.change.reference import REFERENCES, Reference, reference_mask
 from changescope.change.scorers import Metric, PatchDistance, PatchLOF
+from changescope.change.source import DateSource
 from changescope.config import ScoreConfig
 from changescope.errors import ParameterError
 from changescope.types import Context, Method
@@ -278,9 +279,36 @@ class ChangeScorer:
         self.null_scores_ = np.full_like(raw, np.nan)
         return self
 
+    def fit_source(
+        self,
+        source: DateSource,
+        times: pd.DatetimeIndex | NDArray[np.datetime64],
+        positions: NDArray[np.integer] | None = None,
+        breaks: NDArray[np.bool_] | None = None,
+    ) -> ChangeScorer:
+        """:meth:`fit` with ``context="peers"`` on embeddings handed out one date at a time.
+
+        The source carries its usable observations (``source.valid``) and its standardisation
+        (:class:`~changescope.change.source.StoreSource`); memory is ``O(N x D)`` whatever the number of dates.
+
+        Raises:
+            ParameterError: Another context, or shapes that disagree.
+        """
+        if self.context != "peers":
+            raise ParameterError(f"fit_source scores against peers; context={self.context!r} needs fit()")
+        valid = np.asarray(source.valid, dtype=bool)
+        n_t, n, _ = source.shape
+        if valid.shape != (n_t, n) or len(times) != n_t:
+            raise ParameterError(f"valid {valid.shape!r} and {len(times)} times do not match a source of {n_t} x {n}")
+        if breaks is not None:
+            breaks = np.asarray(breaks, dtype=bool)
+            if breaks.shape != valid.shape:
+                raise ParameterError(f"breaks have shape {breaks.shape!r}, expected {valid.shape!r}")
+        return self._fit_peers(source, valid, times, positions, breaks)
+
     def _fit_peers(
         self,
-        X: NDArray[np.floating],
+        X: NDArray[np.floating] | DateSource,
         valid: NDArray[np.bool_],
         times: pd.DatetimeIndex | NDArray[np.datetime64],
         positions: NDArray[np.integer] | None,

@@ -30,8 +30,9 @@ from numpy.typing import NDArray
 
 from changescope.change.calibrate import MIN_NULL, NullModel, PatchNoise
 from changescope.change.events import Events, extract_events
-from changescope.change.multiscale import max_over_subpatches, subpatch_breaks, subpatch_embeddings
-from changescope.change.score import ChangeScorer, confirm_scores, robust_zscore, standardize_embeddings
+from changescope.change.multiscale import max_over_subpatches, subpatch_breaks, subpatch_choice
+from changescope.change.score import ChangeScorer, confirm_scores, robust_zscore
+from changescope.change.source import StoreSource, streamed_stats
 from changescope.config import EmbedConfig, RunConfig, ScoreConfig
 from changescope.errors import ParameterError
 
@@ -174,10 +175,11 @@ def score_store(
 ) -> StoreScores:
     """Score every patch of an embeddings store, and its reference observations leave-one-out (the null).
 
-    With ``context="peers"`` or ``standardize`` the whole store is scored at once (memory ``T x N x D`` float32);
-    otherwise it is processed in chunks of patch rows. With the peers context and the ``"first"`` reference (and
-    ``null``), the reference observations are also scored leave-one-out (:mod:`changescope.change.context`) and
-    normalised with the other scores of their date; otherwise there are no null scores.
+    The store is read one date at a time with the peers context (:mod:`changescope.change.source`: memory
+    ``O(N x D)``, whatever the number of dates) and in chunks of patch rows otherwise; the standardisation is
+    computed over the whole store in a first streaming pass. With the peers context and the ``"first"`` reference
+    (and ``null``), the reference observations are also scored leave-one-out (:mod:`changescope.change.context`)
+    and normalised with the other scores of their date; otherwise there are no null scores.
 
     Args:
         emb: The embeddings store.
@@ -194,23 +196,31 @@ def score_store(
     dim = emb.sizes["dim"]
     if breaks is not None and np.shape(breaks) != (n_t, n_rows, n_cols):
         raise ParameterError(f"breaks have shape {np.shape(breaks)!r}, expected {(n_t, n_rows, n_cols)!r}")
-    whole = config.context == "peers" or config.standardize
-    step = n_rows if whole else rows_per_chunk or max(1, int(2_000_000 // max(1, n_t * n_cols * dim)))
-    raw = np.full((n_t, n_rows, n_cols), np.nan)
-    null_raw = np.full((n_t, n_rows, n_cols), np.nan)
-    used = np.zeros((n_t, n_rows, n_cols), dtype=bool)
-    for r0 in range(0, n_rows, step):
-        sl = slice(r0, min(r0 + step, n_rows))
-        X = np.asarray(emb["embedding"].isel(row=sl).values, dtype=np.float32).reshape(n_t, -1, dim)
-        vf = np.asarray(emb["valid_fraction"].isel(row=sl).values).reshape(n_t, -1)
-        valid = (vf >= min_valid) & np.isfinite(X).all(axis=2)
-        rr, cc = np.meshgrid(np.arange(sl.start, sl.stop), np.arange(n_cols), indexing="ij")
+    vf = np.asarray(emb["valid_fraction"].values).reshape(n_t, -1)
+    source = StoreSource.open(emb["embedding"], vf, min_valid, standardize=config.standardize)
+    rr, cc = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
+    positions = np.stack([rr.ravel(), cc.ravel()], axis=1)
+    if config.context == "peers":  # one date of embeddings at a time (a patch's peers lie anywhere)
         scorer = ChangeScorer.from_config(config, normalize=False, exclusion=exclusion, null=null)
-        seg = None if breaks is None else np.asarray(breaks, dtype=bool)[:, sl].reshape(n_t, -1)
-        scorer.fit(X, valid, times, positions=np.stack([rr.ravel(), cc.ravel()], axis=1), breaks=seg)
-        raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
-        null_raw[:, sl] = scorer.null_raw_.reshape(n_t, -1, n_cols)
-        used[:, sl] = valid.reshape(n_t, -1, n_cols)
+        seg = None if breaks is None else np.asarray(breaks, dtype=bool).reshape(n_t, -1)
+        scorer.fit_source(source, times, positions=positions, breaks=seg)
+        raw = scorer.raw_scores_.reshape(n_t, n_rows, n_cols)
+        null_raw = scorer.null_raw_.reshape(n_t, n_rows, n_cols)
+    else:  # each patch on its own: chunks of patch rows, standardised with the statistics of the whole store
+        step = rows_per_chunk or max(1, int(2_000_000 // max(1, n_t * n_cols * dim)))
+        raw = np.full((n_t, n_rows, n_cols), np.nan)
+        null_raw = np.full((n_t, n_rows, n_cols), np.nan)
+        for r0 in range(0, n_rows, step):
+            sl = slice(r0, min(r0 + step, n_rows))
+            X = np.asarray(emb["embedding"].isel(row=sl).values, dtype=np.float64).reshape(n_t, -1, dim)
+            if source.center is not None and source.spread is not None:
+                X = (X - source.center) / source.spread
+            scorer = ChangeScorer.from_config(config, normalize=False, standardize=False, null=null)
+            seg = None if breaks is None else np.asarray(breaks, dtype=bool)[:, sl].reshape(n_t, -1)
+            valid = source.valid.reshape(n_t, n_rows, n_cols)[:, sl].reshape(n_t, -1)
+            scorer.fit(X, valid, times, breaks=seg)
+            raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
+    used = source.valid.reshape(n_t, n_rows, n_cols)
     is_null = np.isfinite(null_raw)
     both = robust_zscore(np.where(is_null, null_raw, raw).reshape(n_t, -1))
     z = np.where(is_null.reshape(n_t, -1), np.nan, both)
@@ -259,7 +269,7 @@ def score_multiscale(
     subdivide: int = 2,
     breaks: NDArray[np.bool_] | None = None,
     nulls: Nulls | None = None,
-) -> tuple[StoreScores, NDArray[np.float32]]:
+) -> tuple[StoreScores, StoreSource]:
     """:func:`score_store` on the patches, raised to the highest score of their sub-patches, then calibrated.
 
     The null statistic is raised the same way (a patch's reference-period score is the highest of its own and its
@@ -275,16 +285,18 @@ def score_multiscale(
         nulls: The null models to reuse (:func:`calibrate`), or ``None`` to fit them.
 
     Returns:
-        ``(scores, X)``: the calibrated patch scores (:class:`StoreScores`, ``p`` set) and ``X``
-        ``(T, n_rows, n_cols, D)`` the embeddings change vectors are taken from (per patch, those of the scale at
-        which it changed most, :func:`~changescope.change.multiscale.subpatch_embeddings`).
+        ``(scores, source)``: the calibrated patch scores (:class:`StoreScores`, ``p`` set) and the embeddings change
+        vectors are taken from, one date at a time (:class:`~changescope.change.source.StoreSource`, not
+        standardised; per patch, those of the scale at which it changed most,
+        :func:`~changescope.change.multiscale.subpatch_choice`), usable where the patch's observation is.
     """
     config = score_config(config)
     coarse = score_store(emb, config, breaks=breaks, null=nulls is None)
-    X = np.asarray(emb["embedding"].values, dtype=np.float32)
+    n_t = emb.sizes["time"]
     scale, confirm = config.null_scale, config.confirm
     if fine is None:
-        return calibrate(coarse, nulls, scale=scale, confirm=confirm), X
+        source = StoreSource.over(emb["embedding"], coarse.used.reshape(n_t, -1))
+        return calibrate(coarse, nulls, scale=scale, confirm=confirm), source
     size = int(emb.attrs["patch_size"])
     stride = int(emb.attrs.get("stride") or size)
     step = stride // (size // subdivide)
@@ -292,7 +304,10 @@ def score_multiscale(
     if breaks is not None:
         fine_breaks = subpatch_breaks(breaks, (fine.sizes["row"], fine.sizes["col"]), subdivide, step)
     sub = score_store(fine, config, exclusion=2 * subdivide, breaks=fine_breaks, null=nulls is None)
-    X = subpatch_embeddings(X, np.asarray(fine["embedding"].values), coarse.scores, sub.scores, subdivide, step)
+    choice = subpatch_choice(coarse.scores, sub.scores, subdivide, step)
+    source = StoreSource.picked(
+        emb["embedding"], fine["embedding"], choice, coarse.used.reshape(n_t, -1), standardize=False
+    )
     merged = StoreScores(
         raw=coarse.raw,
         z=_raise(coarse.z, sub.z, subdivide, step),
@@ -302,7 +317,7 @@ def score_multiscale(
         null_z=_raise(coarse.null_z, sub.null_z, subdivide, step),
         null_scores=_raise(coarse.null_scores, sub.null_scores, subdivide, step),
     )
-    return calibrate(merged, nulls, scale=scale, confirm=confirm), X
+    return calibrate(merged, nulls, scale=scale, confirm=confirm), source
 
 
 @dataclass
@@ -368,16 +383,15 @@ def score_events(
         passes += 1
         seg = breaks.reshape(n_t, n_rows, n_cols) if breaks.any() else None
         t0 = time.perf_counter()
-        scored, X = score_multiscale(emb, fine, config, subdivide, breaks=seg, nulls=nulls)
+        scored, source = score_multiscale(emb, fine, config, subdivide, breaks=seg, nulls=nulls)
         nulls = scored.nulls  # the null of "no change" does not depend on the segments
         t1 = time.perf_counter()
         spent["score"] += t1 - t0
-        flat = X.reshape(n_t, n_rows * n_cols, -1)
         valid = scored.used.reshape(n_t, -1)
         if config.standardize and valid.any():  # change vectors in the units the scores used
-            flat = standardize_embeddings(flat, valid)[0].astype(np.float32)
+            source.center, source.spread = streamed_stats(source.load, valid)
         events = extract_events(
-            flat,
+            source,
             valid,
             times,
             scored.scores.reshape(n_t, -1),

@@ -40,6 +40,9 @@ __all__ = ["null_mask", "peer_scores"]
 
 F64 = NDArray[np.float64]
 _QUERY_CHUNK = 8192
+GATHER_BYTES = 64 * 2**20
+"""Most bytes of peer changes ``(patches, n_peers, D)`` float64 gathered at once (fewer patches for wide
+embeddings: 4096 x 100 x 768 would be 2.5 GB)."""
 _WORKING_MB = 64
 """scikit-learn's working memory (MiB) for the exact search's distance chunks (its default is 1 GiB)."""
 IVF_CELLS_PER_SQRT = 2
@@ -90,7 +93,8 @@ def peer_scores(
         exclusion: Patches within this many rows/cols are never peers.
         k_nearest: Peer observations averaged by ``distance``.
         n_neighbors: LOF neighbours (capped by the peers available).
-        chunk: Patches scored at once (memory ``chunk x n_peers x D`` float64, and their neighbour lists).
+        chunk: Most patches scored at once (memory ``chunk x n_peers x D`` float64, and their neighbour lists; fewer
+            when that exceeds :data:`GATHER_BYTES`).
         breaks: ``(T, N)`` segment starts after confirmed changes
             (:func:`~changescope.change.reference.reference_mask`): a patch's reference state, and so its peers,
             follow its latest segment.
@@ -139,8 +143,9 @@ def peer_scores(
         del xt
         search = _Search(table.state[idx], exact_limit)
         pidx = pos[idx]
-        for lo in range(0, len(idx), chunk):  # bounded memory: (chunk, n_query) neighbours, (chunk, n_peers, D)
-            sl = slice(lo, lo + chunk)
+        step = min(chunk, max(16, GATHER_BYTES // (8 * n_eff * delta.shape[1])))
+        for lo in range(0, len(idx), step):  # bounded memory: (step, n_query) neighbours, (step, n_peers, D)
+            sl = slice(lo, lo + step)
             nb = table.neighbours(idx, ok, n_query, sl, search)
             here = pidx[sl]
             far = (np.abs(pidx[nb, 0] - here[:, None, 0]) > exclusion) | (

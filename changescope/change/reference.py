@@ -53,8 +53,10 @@ def reference_mask(
         breaks: ``(T, N)``, True where a new segment starts (``"first"`` only; see the module docstring).
 
     Returns:
-        ``(ref, scored)``: ``ref`` is ``(T, T, N)`` (date scored, reference date, patch); ``scored`` is ``(T, N)``,
-        True where the observation gets a score (valid, not itself a ``"first"`` reference, reference non-empty).
+        ``(ref, scored)``: ``ref`` is ``(T, T, N)`` (date scored, reference date, patch; read-only, and for
+        ``"first"`` without breaks a view of one ``(T, N)`` mask, so it costs ``T x N``, not ``T x T x N``);
+        ``scored`` is ``(T, N)``, True where the observation gets a score (valid, not itself a ``"first"``
+        reference, reference non-empty).
 
     Raises:
         ParameterError: Unknown strategy, ``k < 1`` or shapes that disagree.
@@ -78,7 +80,7 @@ def reference_mask(
         # a patch with few valid observations keeps at least one to score: k is capped at (valid count - 1)
         k_eff = np.minimum(k, np.maximum(count[-1] - 1, 1))
         in_first = valid & (count <= k_eff[None, :])
-        ref = np.broadcast_to(in_first[None], (n_t, *valid.shape)).copy()
+        ref = np.broadcast_to(in_first[None], (n_t, *valid.shape))  # one mask for every date: a read-only view
         scored = valid & ~in_first
     elif reference in ("previous", "rolling"):
         kk = 1 if reference == "previous" else k

@@ -30,8 +30,11 @@ __all__ = ["MEDIAN_EXACT", "ArraySource", "DateSource", "StoreSource", "streamed
 
 F64 = NDArray[np.float64]
 MEDIAN_EXACT = 8_000_000
-"""Values (observations x dimensions, at least 10000 observations) up to which the standardisation median is
-exact; above, it is the median of a deterministic subsample of that size (64 MB of float64)."""
+"""Values (observations x dimensions, but at least :data:`MEDIAN_MIN_OBS` observations) up to which the
+standardisation median is exact; above, it is the median of a deterministic subsample of that size (64 MB of
+float64)."""
+MEDIAN_MIN_OBS = 10_000
+"""Fewest observations the median's subsample keeps, however wide the embeddings."""
 
 
 class DateSource(Protocol):
@@ -85,7 +88,7 @@ def streamed_stats(load: Callable[[int], F64], valid: NDArray[np.bool_], limit: 
             continue
         x = np.asarray(load(t), dtype=np.float64)[rows]
         if count == 0:  # the sample's size is known once the dimension is
-            every = -(-total // max(10_000, limit // x.shape[1]))  # 1 while exact
+            every = -(-total // max(MEDIAN_MIN_OBS, limit // x.shape[1]))  # 1 while exact
             sample = np.empty((-(-total // every), x.shape[1]))
         n_b, mean_b, m2_b = _moments(x)
         if count == 0:

@@ -102,11 +102,16 @@ class PatchScores:
         with np.errstate(invalid="ignore"):
             return np.asarray(np.fmax.reduce(self.score, axis=0), dtype=np.float64)
 
-    def to_frame(self) -> pd.DataFrame:
-        """The table (module docstring), rows ordered by date, row, column."""
-        n_t, n_rows, n_cols = self.score.shape
+    def _frame(self, dates: slice) -> pd.DataFrame:
+        """The rows of ``dates``, ordered by date, row, column."""
+        score = self.score[dates]
+        n_t, n_rows, n_cols = score.shape
         tt, rr, cc = np.meshgrid(np.arange(n_t), np.arange(n_rows), np.arange(n_cols), indexing="ij")
-        nan = np.full(self.score.size, np.nan, dtype=np.float32)
+        nan = np.full(score.size, np.nan, dtype=np.float32)
+
+        def column(cube: NDArray[np.floating] | None) -> NDArray[np.float32]:
+            return nan if cube is None else np.asarray(cube)[dates].ravel().astype(np.float32)
+
         return pd.DataFrame(
             {
                 "row": rr.ravel().astype(np.int32),
@@ -114,19 +119,42 @@ class PatchScores:
                 "y0": (rr.ravel() * self.stride).astype(np.int32),
                 "x0": (cc.ravel() * self.stride).astype(np.int32),
                 "size": np.full(rr.size, self.size, dtype=np.int32),
-                "time": self.times[tt.ravel()],
-                "score": self.score.ravel().astype(np.float32),
-                "raw_score": nan if self.raw is None else np.asarray(self.raw).ravel().astype(np.float32),
-                "valid_fraction": (
-                    nan if self.valid_fraction is None else np.asarray(self.valid_fraction).ravel().astype(np.float32)
-                ),
+                "time": self.times[dates][tt.ravel()],
+                "score": score.ravel().astype(np.float32),
+                "raw_score": column(self.raw),
+                "valid_fraction": column(self.valid_fraction),
                 "method": self.method,
             }
         )
 
+    def to_frame(self) -> pd.DataFrame:
+        """The table (module docstring), rows ordered by date, row, column."""
+        return self._frame(slice(None))
+
     def write(self, path: PathLike | StorePath) -> AnyPath:
-        """Write ``patch_scores.parquet`` atomically (with :attr:`metadata`)."""
-        return write_parquet(self.to_frame(), path, {**self.metadata, "size": self.size, "stride": self.stride})
+        """Write ``patch_scores.parquet`` atomically (with :attr:`metadata`), one row group per date.
+
+        A date's rows are built and written at a time, so a whole tile's table (24 dates x 118k patches) never
+        sits in memory as one frame.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        meta = json.dumps({**self.metadata, "size": self.size, "stride": self.stride}, default=str).encode()
+        target = as_path(path)
+        with atomic_path(target) as tmp:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for t in range(max(1, len(self.times))):
+                    table = pa.Table.from_pandas(self._frame(slice(t, t + 1)), preserve_index=False)
+                    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"changescope": meta})
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table)
+            finally:
+                if writer is not None:
+                    writer.close()
+        return target
 
     @classmethod
     def from_frame(

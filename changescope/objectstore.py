@@ -17,12 +17,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from changescope.errors import ChangescopeError, MissingDependencyError, NoImagesFoundError, ParameterError
-
-if TYPE_CHECKING:
-    from changescope.storepath import AnyPath
 
 __all__ = ["SECRET_OPTIONS", "filesystem", "public_options", "store_errors"]
 
@@ -91,18 +88,18 @@ def _reason(err: BaseException) -> str:
 
 
 @contextmanager
-def store_errors(path: AnyPath, what: str = "read") -> Iterator[None]:
+def store_errors(path: object, what: str = "read") -> Iterator[None]:
     """Turn the errors of an object store (missing bucket, denied access, no endpoint) into one-line errors.
 
-    Local paths pass through unchanged.
+    ``path`` is a local path (its errors pass through unchanged) or a
+    :class:`~changescope.storepath.StorePath` (anything with a ``url``: this module sits below it).
 
     Raises:
         NoImagesFoundError: The bucket or prefix does not exist.
         ParameterError: Access is denied, or the store is unreachable.
     """
-    from changescope.storepath import StorePath
-
-    if not isinstance(path, StorePath):
+    url = getattr(path, "url", None)
+    if not isinstance(url, str):
         yield
         return
     try:
@@ -110,19 +107,17 @@ def store_errors(path: AnyPath, what: str = "read") -> Iterator[None]:
     except (ChangescopeError, FileExistsError):  # FileExistsError: a conditional create lost, for the caller
         raise
     except FileNotFoundError as err:
-        raise NoImagesFoundError(
-            f"{path.url!r} does not exist ({_reason(err)}); check the bucket and the prefix"
-        ) from None
+        raise NoImagesFoundError(f"{url!r} does not exist ({_reason(err)}); check the bucket and the prefix") from None
     except PermissionError as err:
         raise ParameterError(
-            f"cannot {what} {path.url!r}: access denied ({_reason(err)}); check the credentials (AWS_ACCESS_KEY_ID, "
+            f"cannot {what} {url!r}: access denied ({_reason(err)}); check the credentials (AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket's permissions"
         ) from None
     except Exception as err:
         if not _is_store_error(err):
             raise
         raise ParameterError(
-            f"cannot {what} {path.url!r} ({type(err).__name__}: {_reason(err)}); check the endpoint "
+            f"cannot {what} {url!r} ({type(err).__name__}: {_reason(err)}); check the endpoint "
             "(AWS_ENDPOINT_URL), the credentials and the network"
         ) from None
 

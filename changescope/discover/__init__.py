@@ -1,9 +1,10 @@
 """Discovery: cluster change vectors into change types, rank atypical events, find changes like a given one.
 
 - :class:`ChangeClusterer`: HDBSCAN (default) or k-means on L2-normalised change vectors, with the hierarchy of the
-  change types (average-linkage tree of the cluster centroids, cosine).
-- :func:`rarity` and :func:`rank_events`: rarity from cluster size and kNN sparsity; rank by rarity, magnitude or
-  a mix.
+  change types (average-linkage tree of the cluster centroids, cosine); above 20 000 events fitted on a seeded
+  sample, then every event assigned.
+- :func:`rarity` and :func:`rank_events`: rarity from cluster size and kNN sparsity (a faiss index queried in
+  chunks, :mod:`~changescope.discover.density`); rank by rarity, magnitude or a mix.
 - :func:`discover_changes`: all of the above on a catalog frame, plus cluster summaries for ``clusters.json``;
   :func:`discover_events`: the run's discover stage (events -> the catalog files).
 - :class:`Catalog`: ``changes.parquet`` + ``change_vectors.npy`` of one run, or several merged.

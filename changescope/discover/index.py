@@ -1,4 +1,4 @@
-"""faiss building blocks for change-vector search: index parameters, construction, scoped threads, kNN.
+"""faiss building blocks for change-vector search: index parameters, construction, scoped threads, queries.
 
 Similarity is the **cosine** of change vectors: vectors are L2-normalised and searched by inner product
 (``METRIC_INNER_PRODUCT``), so the returned scores are cosine similarities in ``[-1, 1]``.
@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,11 +41,12 @@ __all__ = [
     "IndexKind",
     "IndexParams",
     "build_index",
-    "knn_mean_distance",
     "load_faiss",
+    "new_index",
     "normalize_rows",
     "omp_threads",
     "search_index",
+    "training_rows",
 ]
 
 
@@ -124,7 +125,8 @@ class IndexParams:
 
 
 KNN_PARAMS = IndexParams(exact_threshold=20_000, nprobe=16)
-"""Index parameters of :func:`knn_mean_distance` (the rarity density term): approximate sooner and cheaper."""
+"""Index parameters of :func:`~changescope.discover.density.knn_mean_distance` (the rarity density term):
+approximate sooner and cheaper."""
 
 
 def normalize_rows(vectors: NDArray[np.floating[Any]]) -> F32:
@@ -163,6 +165,42 @@ def load_faiss() -> Any:
     return faiss
 
 
+def training_rows(n: int, params: IndexParams) -> I64 | None:
+    """Rows an IVF index over ``n`` vectors is trained on (seeded, ascending); ``None`` = all of them."""
+    p = params.resolve(n)
+    n_train = min(n, int(p.nlist or 1) * p.train_per_list)
+    if n_train >= n:
+        return None
+    rng = np.random.default_rng(p.seed)
+    return np.sort(rng.choice(n, n_train, replace=False))
+
+
+def new_index(dim: int, params: IndexParams, *, metric: Literal["ip", "l2"] = "ip") -> Any:
+    """An empty faiss index of the resolved ``params`` (an IVF one still to be trained).
+
+    Args:
+        dim: Vector dimension.
+        params: Resolved index parameters (:meth:`IndexParams.resolve`).
+        metric: ``"ip"`` (inner product; cosine on unit vectors) or ``"l2"`` (squared Euclidean distance).
+    """
+    faiss = load_faiss()
+    m = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    if params.kind == "flat":
+        return faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+    if params.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, m)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+        return index
+    quantizer = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, int(params.nlist or 1), m)
+    index.cp.seed = params.seed
+    index.cp.niter = 20
+    index.cp.spherical = metric == "ip"
+    index.nprobe = int(params.nprobe or 1)
+    return index
+
+
 def build_index(unit: F32, params: IndexParams) -> Any:
     """Build a faiss inner-product index over unit-norm vectors.
 
@@ -173,28 +211,13 @@ def build_index(unit: F32, params: IndexParams) -> Any:
     Returns:
         The faiss index (``IndexFlatIP``, ``IndexIVFFlat`` or ``IndexHNSWFlat``).
     """
-    faiss = load_faiss()
     n, dim = unit.shape
     p = params.resolve(n)
     with omp_threads(p.threads):
-        if p.kind == "flat":
-            index: Any = faiss.IndexFlatIP(dim)
-        elif p.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(dim, p.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = p.ef_construction
-            index.hnsw.efSearch = p.ef_search
-        else:
-            nlist = int(p.nlist or 1)
-            quantizer = faiss.IndexFlatIP(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.cp.seed = p.seed
-            index.cp.niter = 20
-            index.cp.spherical = True
-            n_train = min(n, nlist * p.train_per_list)
-            rng = np.random.default_rng(p.seed)
-            sample = unit if n_train >= n else unit[np.sort(rng.choice(n, n_train, replace=False))]
-            index.train(np.ascontiguousarray(sample))
-            index.nprobe = int(p.nprobe or 1)
+        index = new_index(dim, p)
+        if p.kind == "ivf":
+            rows = training_rows(n, p)
+            index.train(np.ascontiguousarray(unit if rows is None else unit[rows]))
         if n:
             index.add(unit)
     return index
@@ -225,45 +248,3 @@ def search_index(index: Any, queries: F32, k: int, params: IndexParams, *, widen
     else:
         sims, ids = index.search(q, k)
     return np.asarray(sims, dtype=np.float32), np.asarray(ids, dtype=np.int64)
-
-
-def knn_mean_distance(
-    vectors: NDArray[np.floating[Any]], k: int = 10, *, params: IndexParams | None = None, batch: int = 4096
-) -> NDArray[np.float64]:
-    """Mean cosine distance of every vector to its ``k`` nearest *other* vectors (a local sparsity measure).
-
-    Exact up to ``params.exact_threshold`` vectors, approximate (IVF) above, so it scales to a million events. The
-    default :data:`KNN_PARAMS` is cheaper than the search default (exact only to 20 000 vectors, ``nprobe`` 16): a
-    density estimate needs neighbours that are close, not exactly the closest.
-
-    Args:
-        vectors: ``(N, D)`` change vectors (normalised here).
-        k: Neighbours (capped at ``N - 1``).
-        params: Index parameters (default :data:`KNN_PARAMS`).
-        batch: Queries per faiss call (bounds memory).
-
-    Returns:
-        ``(N,)`` mean distances ``1 - cosine`` in ``[0, 2]``; zeros when ``N < 2``.
-    """
-    unit = normalize_rows(vectors)
-    n = unit.shape[0]
-    kk = min(int(k), n - 1)
-    if kk < 1:
-        return np.zeros(n, dtype=np.float64)
-    p = (params or KNN_PARAMS).resolve(n)
-    index = build_index(unit, p)
-    out = np.empty(n, dtype=np.float64)
-    with omp_threads(p.threads):
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
-            sims, ids = search_index(index, unit[start:stop], kk + 1, p)
-            own = ids == np.arange(start, stop)[:, None]
-            keep = (ids >= 0) & ~own
-            # drop self (or the worst hit when self was not returned), keep the k best others
-            order = np.argsort(~keep, axis=1, kind="stable")[:, :kk]
-            s = np.take_along_axis(sims, order, axis=1).astype(np.float64)
-            ok = np.take_along_axis(keep, order, axis=1)
-            s = np.where(ok, s, np.nan)
-            mean = np.nanmean(np.where(np.isnan(s).all(axis=1, keepdims=True), -1.0, s), axis=1)
-            out[start:stop] = 1.0 - mean
-    return out

@@ -6,13 +6,21 @@ writes the three files atomically. The search index (``changes.faiss``) is built
 beside them (:class:`~changescope.discover.search.ChangeIndex`).
 
 An AOI without any event still gets its (empty) files, so a run always finishes with a readable catalog.
+
+Memory stays bounded at catalog scale (a whole Sentinel-2 tile, hundreds of thousands of events): the descriptors
+are computed a chunk of events at a time, the clustering is fitted on a seeded sample and every event assigned
+(:mod:`~changescope.discover.cluster`), the rarity's neighbours come from a faiss index queried in chunks
+(:mod:`~changescope.discover.density`) and the summaries group the events once; nothing holds an events x events
+array. ``benchmarks/discover_scale.py`` measures it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from changescope.config import DiscoverConfig, RunConfig
 from changescope.discover.catalog import CLUSTERS_FILE, EVIDENCE_COLUMNS, Catalog, catalog_frame
@@ -34,8 +42,33 @@ if TYPE_CHECKING:
 __all__ = ["discover_events"]
 
 
+DESCRIPTOR_BYTES = 16 * 2**20
+"""Bytes of before (and of after) states whose descriptors are computed at a time: :meth:`Events.descriptors`
+makes several float64 temporaries of that size."""
+
+
 def _setting(config: DiscoverConfig, name: str, override: Any) -> Any:
     return getattr(config, name) if override is None else override
+
+
+def _descriptors(events: Events, from_weight: float) -> NDArray[np.float32]:
+    """:meth:`Events.descriptors`, computed a chunk of events at a time into one float32 array (same values)."""
+    n = len(events.before)
+    step = max(1, DESCRIPTOR_BYTES // max(1, 4 * int(np.prod(events.before.shape[1:]))))
+    if n <= step:
+        return events.descriptors(from_weight)
+
+    def block(start: int) -> NDArray[np.float32]:
+        rows = slice(start, min(start + step, n))
+        part = replace(events, frame=events.frame.iloc[rows], before=events.before[rows], after=events.after[rows])
+        return part.descriptors(from_weight)
+
+    first = block(0)
+    out = np.empty((n, first.shape[1]), dtype=np.float32)
+    out[: first.shape[0]] = first
+    for start in range(step, n, step):
+        out[start : start + step] = block(start)
+    return out
 
 
 def discover_events(
@@ -93,13 +126,11 @@ def discover_events(
     method, by, weight, random_state = cfg.cluster, cfg.rank_by, cfg.rank_weight, cfg.seed
     k = 8 if cfg.n_clusters is None else cfg.n_clusters
     if crs is not None and getattr(grid, "crs", None) is None:
-        from dataclasses import replace
-
         grid = replace(grid, crs=crs)
     frame = catalog_frame(events, grid, aoi or "aoi")
     if crs is not None:
         frame = frame.set_crs(crs, allow_override=True)
-    vectors = events.descriptors(cfg.from_weight)
+    vectors = _descriptors(events, cfg.from_weight)
     clusterer = ChangeClusterer(method, n_clusters=k, random_state=random_state)
     if len(frame):
         found = discover_changes(frame, vectors, clusterer=clusterer, by=by, weight=weight)

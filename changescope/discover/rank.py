@@ -5,7 +5,7 @@
 - *cluster size*: an event of a small change type is rare. ``size_rarity = 1 - log(s) / log(E)`` for an event in a
   cluster of ``s`` of the ``E`` events; noise (``-1``) counts as a cluster of one, so it scores 1.
 - *local density*: an event whose change vector is far from its ``k`` nearest other change vectors (mean cosine
-  distance, :func:`~changescope.discover.index.knn_mean_distance`) is rare. The distances are rank-normalised to
+  distance, :func:`~changescope.discover.density.knn_mean_distance`) is rare. The distances are rank-normalised to
   ``[0, 1]`` so the two terms share a scale.
 
 ``rarity = size_weight * size_rarity + (1 - size_weight) * density_rarity``.
@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from changescope.discover.index import IndexParams, knn_mean_distance
+from changescope.discover.density import knn_mean_distance
+from changescope.discover.index import IndexParams
 from changescope.errors import ParameterError
 from changescope.types import RankBy
 

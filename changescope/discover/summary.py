@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from changescope.discover.cluster import ChangeClusterer
+from changescope.discover.cluster import ChangeClusterer, cluster_sums
 from changescope.discover.index import IndexParams
 from changescope.discover.rank import RankBy, rank_events, rarity
 from changescope.errors import CorruptFileError, ParameterError
@@ -48,24 +48,29 @@ CLUSTERS_FORMAT = "changescope.clusters"
 CLUSTERS_VERSION = 1
 
 
-def _area(frame: pd.DataFrame, mask: NDArray[np.bool_]) -> float | None:
-    """Sum of patch areas (CRS units^2), ``None`` without a single CRS or geometry."""
+def _areas(frame: pd.DataFrame) -> NDArray[np.float64] | None:
+    """Every patch's area (CRS units^2), ``None`` without a single CRS or geometry."""
     if "geometry" not in frame.columns or getattr(frame, "crs", None) is None:
         return None
     import shapely
 
-    geoms = np.asarray(frame["geometry"].to_numpy()[mask], dtype=object)
-    return float(np.sum(shapely.area(geoms))) if geoms.size else 0.0
+    geoms = np.asarray(frame["geometry"].to_numpy(), dtype=object)
+    out: NDArray[np.float64] = np.asarray(shapely.area(geoms), dtype=np.float64)
+    return out
 
 
-def _mean(frame: pd.DataFrame, column: str, mask: NDArray[np.bool_]) -> float | None:
-    return float(frame[column].to_numpy(np.float64)[mask].mean()) if column in frame.columns else None
+def _column(frame: pd.DataFrame, column: str) -> NDArray[np.float64] | None:
+    return frame[column].to_numpy(np.float64) if column in frame.columns else None
 
 
 def summarize_clusters(
     frame: pd.DataFrame, vectors: NDArray[np.floating[Any]], *, n_examples: int = 5
 ) -> list[dict[str, Any]]:
     """One JSON-ready summary per cluster (then noise), see the module docstring for the fields.
+
+    Events are grouped once (a stable sort by cluster) and the vectors summed a chunk at a time
+    (:func:`~changescope.discover.cluster.cluster_sums`), so the cost is ``O(E log E)`` whatever the number of
+    clusters, and no copy of the vectors is made.
 
     Args:
         frame: Events with ``cluster``, ``time``, ``event_id`` and optionally ``magnitude``, ``rarity``, ``rank``,
@@ -75,35 +80,42 @@ def summarize_clusters(
     """
     if "cluster" not in frame.columns:
         raise ParameterError("summarize_clusters() needs a 'cluster' column; fit a ChangeClusterer first")
-    v = np.asarray(vectors, dtype=np.float64)
+    v = np.asarray(vectors)
     labels = frame["cluster"].to_numpy(np.int64)
-    times = pd.DatetimeIndex(frame["time"])
+    days = pd.DatetimeIndex(frame["time"]).strftime("%Y-%m-%d").to_numpy()
     ranks = frame["rank"].to_numpy(np.int64) if "rank" in frame else np.arange(1, len(frame) + 1)
     ids = frame["event_id"].astype(str).to_numpy()
+    aois = frame["aoi"].astype(str).to_numpy() if "aoi" in frame.columns else None
+    areas = _areas(frame)
+    magnitude, rarity_ = _column(frame, "magnitude"), _column(frame, "rarity")
+    n_found = int(labels.max(initial=-1)) + 1
+    sums, counts = cluster_sums(v, labels, n_found) if v.size else (None, None)
+    order = np.argsort(labels, kind="stable")  # each cluster's events in their original order
+    bounds = np.searchsorted(labels[order], np.arange(-1, n_found + 1))
     out: list[dict[str, Any]] = []
-    found = sorted(int(c) for c in np.unique(labels) if c >= 0)
-    for c in [*found, *([-1] if (labels < 0).any() else [])]:
-        mask = labels == c
-        t = times[mask]
-        days = t.strftime("%Y-%m-%d")
-        per_date = pd.Series(days).value_counts().sort_index()
-        order = np.argsort(ranks[mask], kind="stable")
+    found = [c for c in range(n_found) if bounds[c + 2] > bounds[c + 1]]
+    for c in [*found, *([-1] if bounds[1] > bounds[0] else [])]:
+        members = order[bounds[c + 1] : bounds[c + 2]]
+        d = days[members]
+        per_date = pd.Series(d).value_counts().sort_index()
+        first = np.argsort(ranks[members], kind="stable")
+        mean = None if sums is None or counts is None else sums[c + 1] / counts[c + 1]
         entry: dict[str, Any] = {
             "cluster": c,
             "noise": c < 0,
-            "size": int(mask.sum()),
-            "first_date": str(days.min()),
-            "last_date": str(days.max()),
+            "size": int(members.size),
+            "first_date": str(d.min()),
+            "last_date": str(d.max()),
             "per_date": {str(k): int(n) for k, n in per_date.items()},
-            "area": _area(frame, mask),
-            "centroid_magnitude": float(np.linalg.norm(v[mask].mean(axis=0))) if v.size else 0.0,
-            "mean_magnitude": _mean(frame, "magnitude", mask),
-            "mean_rarity": _mean(frame, "rarity", mask),
-            "best_rank": int(ranks[mask].min()),
-            "examples": ids[mask][order][:n_examples].tolist(),
+            "area": None if areas is None else float(np.sum(areas[members])),
+            "centroid_magnitude": 0.0 if mean is None else float(np.linalg.norm(mean)),
+            "mean_magnitude": None if magnitude is None else float(magnitude[members].mean()),
+            "mean_rarity": None if rarity_ is None else float(rarity_[members].mean()),
+            "best_rank": int(ranks[members].min()),
+            "examples": ids[members][first][:n_examples].tolist(),
         }
-        if "aoi" in frame.columns:
-            entry["aois"] = {str(k): int(n) for k, n in frame.loc[mask, "aoi"].astype(str).value_counts().items()}
+        if aois is not None:
+            entry["aois"] = {str(k): int(n) for k, n in pd.Series(aois[members]).value_counts().items()}
         out.append(entry)
     return out
 

@@ -12,7 +12,8 @@ from changescope.discover import (
     summarize_clusters,
     write_clusters_json,
 )
-from changescope.discover.index import IndexParams, knn_mean_distance
+from changescope.discover.density import knn_mean_distance
+from changescope.discover.index import IndexParams
 from changescope.discover.rank import rank_normalize, size_rarity
 from changescope.errors import CorruptFileError, ParameterError
 from changescope.testing.catalog import make_test_catalog, planted_vectors

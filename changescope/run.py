@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from changescope.change.schedule import score_scheduler
 from changescope.config import DiscoverConfig, EmbedConfig, RunConfig, ScoreConfig
 from changescope.errors import ParameterError
 from changescope.fingerprint import dataset_fingerprint, digest, input_fingerprint
@@ -216,7 +217,8 @@ def run_pipeline(
                 progress=progress,
                 embeddings=None if embeddings is None else as_path(embeddings),
             )
-        scored = score_stage(rd, embedded, cfg.score)
+        with score_scheduler(cfg.embed.workers, cfg.embed.scheduler):  # the embedding's scheduler
+            scored = score_stage(rd, embedded, cfg.score)
         timings.update(scored.timings)
         with _timed(timings, "discover"):
             changes = discover_stage(
@@ -268,7 +270,8 @@ def rescore(run_dir: PathLike | StorePath, score: ScoreConfig, discover: Discove
     with rd.lock("score"):
         embedded, old = _embedded(rd)
         cfg = old.replace(score=score, discover=discover or old.discover)
-        scored = score_stage(rd, embedded, cfg.score)
+        with score_scheduler(cfg.embed.workers):  # the run's scheduler may be gone: its worker count, as threads
+            scored = score_stage(rd, embedded, cfg.score)
         timings.update(scored.timings)
         aoi = str(rd.manifest().get("input", {}).get("aoi") or "series")
         with _timed(timings, "discover"):

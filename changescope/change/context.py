@@ -23,6 +23,8 @@ observation fewer, so null scores are slightly larger than the scores of unchang
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from numpy.typing import NDArray
 from sklearn.neighbors import NearestNeighbors
 
 from changescope.change.reference import Reference, reference_mask
+from changescope.change.schedule import compute_dates
 from changescope.change.scorers import PatchLOF
 from changescope.change.source import ArraySource, DateSource
 from changescope.errors import ParameterError
@@ -120,44 +123,101 @@ def peer_scores(
     loo = null_mask(valid, k) if null and reference == "first" and (breaks is None or not breaks.any()) else None
     out = np.full((n_t, n), np.nan)
     extra = (2 * exclusion + 1) ** 2
-    table: _PeerTable | None = None
+    from dask.delayed import delayed
+
+    job = _DateJob(n_peers, extra, exclusion, k_nearest, n_neighbors, chunk, method, exact_limit)
+    # named, so dask never hashes (or copies into every task) the source and the positions
+    src_d = delayed(src, name=f"peer-source-{uuid.uuid4().hex}", traverse=False)
+    pos_d = delayed(pos, name=f"peer-positions-{uuid.uuid4().hex}", traverse=False)
+    tables: dict[bytes, Any] = {}
+    tasks, dates = [], []
     for t in range(n_t):
         count = ref[t].sum(axis=0)
         ok = scored[t] & (count > 0)
         if loo is not None:
             ok = ok | loo[t]
-        idx = np.nonzero(ok)[0]
-        n_eff = min(n_peers, len(idx) - 1)  # small AOIs: every other scorable patch is a candidate peer
-        if n_eff < max(k_nearest + 1, 5):
+        if min(n_peers, int(ok.sum()) - 1) < max(k_nearest + 1, 5):
             continue
-        if table is None or not np.array_equal(ref[t], table.ref):  # "first": one table for every date
-            table = _PeerTable.build(ref[t], count, src, n_peers + extra + 1, exact_limit)
-        state = table.state[idx]
-        n_query = min(len(idx), n_eff + extra + 1)
-        xt = src.date(t)[idx]
-        delta = xt - state  # each patch's change since its reference state
-        if loo is not None and loo[t].any():  # reference observations: since the mean of the others
-            own = loo[t, idx]
-            c = count[idx][own, None].astype(np.float64)
-            delta[own] = xt[own] - (state[own] * c - xt[own]) / (c - 1)
-        del xt
-        search = _Search(table.state[idx], exact_limit)
-        pidx = pos[idx]
-        step = min(chunk, max(16, GATHER_BYTES // (8 * n_eff * delta.shape[1])))
-        for lo in range(0, len(idx), step):  # bounded memory: (step, n_query) neighbours, (step, n_peers, D)
-            sl = slice(lo, lo + step)
-            nb = table.neighbours(idx, ok, n_query, sl, search)
-            here = pidx[sl]
-            far = (np.abs(pidx[nb, 0] - here[:, None, 0]) > exclusion) | (
-                np.abs(pidx[nb, 1] - here[:, None, 1]) > exclusion
+        key = np.packbits(ref[t]).tobytes()  # dates with the same reference states share one table ("first": all)
+        if key not in tables:
+            tables[key] = delayed(_PeerTable.build, pure=False)(
+                np.array(ref[t]),
+                count,
+                src_d,
+                n_peers + extra + 1,
+                exact_limit,
+                dask_key_name=f"peer-table-{t}-{uuid.uuid4().hex}",
             )
-            order = np.argsort(~far, axis=1, kind="stable")[:, :n_eff]  # the closest far-away patches first
-            peers = np.take_along_axis(nb, order, axis=1)
-            mask = np.take_along_axis(far, order, axis=1)
-            out[t, idx[sl]] = _score_against_peers(
-                delta[sl], delta[peers], mask, method, min(k_nearest, n_eff), n_neighbors
+        own = None if loo is None else loo[t]
+        tasks.append(
+            delayed(_score_date, pure=False)(
+                tables[key], src_d, pos_d, t, ok, own, count, job, dask_key_name=f"peer-date-{t}-{uuid.uuid4().hex}"
             )
+        )
+        dates.append(t)
+    for t, (idx, values) in zip(dates, compute_dates(tasks), strict=True):
+        out[t, idx] = values
     return out
+
+
+@dataclass(frozen=True)
+class _DateJob:
+    """The settings of one date's peer scoring (:func:`_score_date`)."""
+
+    n_peers: int
+    extra: int
+    exclusion: int
+    k_nearest: int
+    n_neighbors: int
+    chunk: int
+    method: str
+    exact_limit: int
+
+
+def _score_date(
+    table: _PeerTable,
+    src: DateSource,
+    pos: NDArray[np.integer],
+    t: int,
+    ok: NDArray[np.bool_],
+    loo: NDArray[np.bool_] | None,
+    count: NDArray[np.integer],
+    job: _DateJob,
+) -> tuple[NDArray[np.intp], F64]:
+    """Score the scorable patches ``ok`` of date ``t`` against their peers (a task of :func:`peer_scores`).
+
+    Returns:
+        ``(idx, scores)``: the scored patches and their raw scores (NaN where too few peers).
+    """
+    idx = np.nonzero(ok)[0]
+    n_eff = min(job.n_peers, len(idx) - 1)  # small AOIs: every other scorable patch is a candidate peer
+    state = table.state[idx]
+    n_query = min(len(idx), n_eff + job.extra + 1)
+    xt = src.date(t)[idx]
+    delta = xt - state  # each patch's change since its reference state
+    if loo is not None and loo.any():  # reference observations: since the mean of the others
+        own = loo[idx]
+        c = count[idx][own, None].astype(np.float64)
+        delta[own] = xt[own] - (state[own] * c - xt[own]) / (c - 1)
+    del xt
+    search = _Search(state, job.exact_limit)
+    pidx = pos[idx]
+    scores = np.full(len(idx), np.nan)
+    step = min(job.chunk, max(16, GATHER_BYTES // (8 * n_eff * delta.shape[1])))
+    for lo in range(0, len(idx), step):  # bounded memory: (step, n_query) neighbours, (step, n_peers, D)
+        sl = slice(lo, lo + step)
+        nb = table.neighbours(idx, ok, n_query, sl, search)
+        here = pidx[sl]
+        far = (np.abs(pidx[nb, 0] - here[:, None, 0]) > job.exclusion) | (
+            np.abs(pidx[nb, 1] - here[:, None, 1]) > job.exclusion
+        )
+        order = np.argsort(~far, axis=1, kind="stable")[:, :n_eff]  # the closest far-away patches first
+        peers = np.take_along_axis(nb, order, axis=1)
+        mask = np.take_along_axis(far, order, axis=1)
+        scores[sl] = _score_against_peers(
+            delta[sl], delta[peers], mask, job.method, min(job.k_nearest, n_eff), job.n_neighbors
+        )
+    return idx, scores
 
 
 def null_mask(valid: NDArray[np.bool_], k: int) -> NDArray[np.bool_]:

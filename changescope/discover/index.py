@@ -201,25 +201,35 @@ def new_index(dim: int, params: IndexParams, *, metric: Literal["ip", "l2"] = "i
     return index
 
 
-def build_index(unit: F32, params: IndexParams) -> Any:
-    """Build a faiss inner-product index over unit-norm vectors.
+def build_index(vectors: NDArray[np.floating[Any]], params: IndexParams, *, batch: int = 65_536) -> Any:
+    """Build a faiss inner-product index over the unit rows of ``vectors``, normalised ``batch`` rows at a time.
+
+    The index holds the only full copy of the unit vectors (a catalog of 200 000 768-d events is 0.6 GB): an IVF
+    index is trained on its seeded training rows (:func:`training_rows`) and filled a chunk at a time, a flat one
+    filled a chunk at a time; an HNSW graph is built in one call (its layout depends on the insertion batches).
+    Rows that are already unit-norm change by a rounding at most.
 
     Args:
-        unit: ``(N, D)`` L2-normalised float32 vectors (:func:`normalize_rows`); row ``i`` gets id ``i``.
+        vectors: ``(N, D)`` vectors; row ``i`` gets id ``i``.
         params: Index parameters; resolved for ``N`` first.
+        batch: Rows normalised and added at a time.
 
     Returns:
         The faiss index (``IndexFlatIP``, ``IndexIVFFlat`` or ``IndexHNSWFlat``).
     """
-    n, dim = unit.shape
+    n, dim = vectors.shape
     p = params.resolve(n)
     with omp_threads(p.threads):
         index = new_index(dim, p)
         if p.kind == "ivf":
             rows = training_rows(n, p)
-            index.train(np.ascontiguousarray(unit if rows is None else unit[rows]))
-        if n:
-            index.add(unit)
+            index.train(normalize_rows(vectors if rows is None else vectors[rows]))
+        if p.kind == "hnsw":
+            if n:
+                index.add(normalize_rows(vectors))
+            return index
+        for start in range(0, n, max(1, int(batch))):
+            index.add(normalize_rows(vectors[start : start + batch]))
     return index
 
 

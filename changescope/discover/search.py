@@ -140,7 +140,7 @@ class ChangeIndex:
     def build(cls, catalog: Catalog, params: IndexParams | None = None) -> ChangeIndex:
         """Build an in-memory index (exact or approximate by ``params.kind``, see :class:`IndexParams`)."""
         resolved = (params or IndexParams()).resolve(len(catalog))
-        return cls(catalog, build_index(normalize_rows(catalog.vectors), resolved), resolved)
+        return cls(catalog, build_index(catalog.vectors, resolved), resolved)
 
     @classmethod
     def open(

@@ -1,10 +1,11 @@
 """``embed_series``: embed every patch of every date of a series into a resumable Zarr store.
 
-The work is a dask graph of one task per (date, block) (see :mod:`changescope.embed.layout`). It runs in-process by
-default (dask's synchronous scheduler: one task at a time, torch using every core; on CUDA two threads, so that
-reading a block overlaps the GPU work), on a ``dask.distributed.LocalCluster`` of ``workers`` single-threaded
-processes, or on an existing cluster (``scheduler`` address). Memory is bounded by the block size: each task reads
-only its block of one date from the (lazy) series.
+The work is one task per (date, block) (see :mod:`changescope.embed.layout`). It runs in-process by default: one
+task at a time in the calling thread, torch using every core, while a reader thread loads the next block and a
+writer thread writes the previous one (:mod:`changescope.embed.overlap`; a new store is created in the writer thread
+too, while the first block is encoded). With ``workers`` it is a dask graph run on a ``dask.distributed.LocalCluster``
+of single-threaded processes, or on an existing cluster (``scheduler`` address). Memory is bounded by the block
+size: each task reads only its block of one date from the (lazy) series.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from dask.base import compute
-from dask.callbacks import Callback
 from dask.delayed import delayed
 from rich.console import Console
 from rich.progress import (
@@ -35,6 +35,7 @@ from rich.progress import (
 from rich.text import Text
 
 from changescope.embed.layout import BlockLayout
+from changescope.embed.overlap import BlockPrefetcher, BlockWriter
 from changescope.embed.pipeline import EncoderSpec, SeriesSource, TaskPlan, build_encoder, get_encoder, run_task
 from changescope.embed.store import check_store, create_store, done_flags, is_store
 from changescope.encoders.bands import band_indices
@@ -50,6 +51,10 @@ __all__ = ["Device", "embed_series"]
 
 SCHEDULER_TIMEOUT_S = 10
 """Seconds to wait for a dask scheduler given with ``--scheduler``."""
+
+OVERLAP_IO = True
+"""In-process runs load and write blocks in threads, behind the encoder (:mod:`changescope.embed.overlap`);
+``False`` runs every step of every task in the calling thread (the reference the tests compare with)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -118,25 +123,24 @@ class _Progress:
             self._bar.advance(self._task, n)
 
 
-def _in_process_threads(device: str) -> int:
-    """Tasks run at once in-process.
-
-    One on CPU (torch uses every core); two on CUDA, so that reading one block overlaps the GPU work of the other.
-    """
-    return 2 if device.startswith("cuda") else 1
-
-
-def _run_in_process(tasks: Sequence[Any], advance: Callable[[int], None], threads: int = 1) -> None:
-    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        name = key[0] if isinstance(key, tuple) else key
-        if isinstance(name, str) and name.startswith("embed-task-"):
-            advance(int(result))
-
-    with Callback(posttask=posttask):
-        if threads > 1:
-            compute(*tasks, scheduler="threads", num_workers=threads)
-        else:
-            compute(*tasks, scheduler="synchronous")
+def _run_in_process(
+    plan: TaskPlan,
+    source: SeriesSource,
+    todo: Sequence[tuple[int, int, int]],
+    advance: Callable[[int], None],
+    create: Callable[[], object] | None = None,
+) -> None:
+    """Run the tasks in this process, in order; ``create`` (the new store) runs before the first write."""
+    if not OVERLAP_IO:
+        if create is not None:
+            create()
+        for t, br, bc in todo:
+            advance(run_task(plan, source, t, br, bc))
+        return
+    with BlockWriter(plan, advance, create) as writer, BlockPrefetcher(source, plan, todo) as prefetcher:
+        overlapped = replace(plan, writer=writer.submit)
+        for t, br, bc in todo:
+            run_task(overlapped, prefetcher, t, br, bc)
 
 
 def _announce(client: Any, show: bool) -> None:
@@ -257,6 +261,8 @@ def embed_series(
         "min_valid": float(min_valid),
     }
     path = as_path(out)
+    in_process = workers is None and scheduler is None
+    create: Callable[[], object] | None = None
     if path.exists() and not overwrite:
         check_store(path, params, times)
     else:
@@ -277,8 +283,17 @@ def embed_series(
             "sensor": str(ds.attrs.get("sensor", "unknown")),
             "changescope_version": __version__,
         }
-        create_store(path, layout=layout, times=times, embed_dim=meta.embed_dim, attrs=attrs)
-    flags = done_flags(path)
+
+        def make_store() -> object:
+            return create_store(path, layout=layout, times=times, embed_dim=meta.embed_dim, attrs=attrs)
+
+        if in_process and OVERLAP_IO:
+            create = make_store
+        else:
+            make_store()
+    shape = (len(times), layout.n_block_rows, layout.n_block_cols)
+    # a store being created has no flag set; created in the writer thread, while the first block is encoded
+    flags = done_flags(path) if create is None else np.zeros(shape, dtype=bool)
     todo = [
         (t, br, bc)
         for t in range(len(times))
@@ -287,6 +302,8 @@ def embed_series(
         if not flags[t, br, bc]
     ]
     if not todo:
+        if create is not None:
+            create()
         return path
 
     def patches(br: int, bc: int) -> int:
@@ -303,15 +320,15 @@ def embed_series(
         batch_size,
         before_flag,
     )
-    # named, so dask never hashes (pickles) an in-memory series to make its key
-    source = delayed(SeriesSource(ds, band_idx), name=f"embed-source-{uuid.uuid4().hex}", traverse=False)
-    run = delayed(run_task, pure=False)
-    tasks = [run(plan, source, t, br, bc, dask_key_name=f"embed-task-{t}-{br}-{bc}") for t, br, bc in todo]
     label = f"embed {encoder_name} ({len(todo)} tasks)"
     with _Progress(total, progress, label) as bar:
-        if workers is None and scheduler is None:
-            _run_in_process(tasks, bar.advance, _in_process_threads(dev))
+        if in_process:
+            _run_in_process(plan, SeriesSource(ds, band_idx), todo, bar.advance, create)
         else:
+            # named, so dask never hashes (pickles) an in-memory series to make its key
+            source = delayed(SeriesSource(ds, band_idx), name=f"embed-source-{uuid.uuid4().hex}", traverse=False)
+            run = delayed(run_task, pure=False)
+            tasks = [run(plan, source, t, br, bc, dask_key_name=f"embed-task-{t}-{br}-{bc}") for t, br, bc in todo]
             import distributed
 
             Client: Any = distributed.Client

@@ -123,18 +123,6 @@ def test_lazy_series_reads_blocks(cloudy_series: xr.Dataset, tmp_path: Path) -> 
     assert_same_store(a, b)
 
 
-def test_two_threads_in_process_give_the_identical_store(
-    cloudy_series: xr.Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import changescope.embed.execute as execute
-
-    kwargs = {"patch_size": 8, "stride": 4, "block": 32, "progress": False}
-    a = embed_series(cloudy_series, "test_conv", out=tmp_path / "a.zarr", **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(execute, "_in_process_threads", lambda device: 2)  # what CUDA runs use
-    b = embed_series(cloudy_series, "test_conv", out=tmp_path / "b.zarr", **kwargs)  # type: ignore[arg-type]
-    assert_same_store(a, b)
-
-
 @pytest.mark.slow
 def test_local_cluster_gives_the_identical_store(cloudy_series: xr.Dataset, tmp_path: Path) -> None:
     kwargs = {"patch_size": 8, "stride": 4, "block": 32, "progress": False}

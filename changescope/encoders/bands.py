@@ -73,18 +73,23 @@ def normalize(x: torch.Tensor, norm: Normalization, *, keep_nan: bool = False) -
         ParameterError: ``mean``/``std`` lengths do not match the channel count.
     """
     finite = torch.isfinite(x)
+    own = False  # x is a tensor made here (not the caller's): the steps below may then work in place
     if norm.kind == "stretch":
         flat = torch.where(finite, x, torch.nan).flatten(2)
-        lo = torch.nanquantile(flat, norm.low / 100, dim=-1, keepdim=True).unsqueeze(-1)
-        hi = torch.nanquantile(flat, norm.high / 100, dim=-1, keepdim=True).unsqueeze(-1)
-        x = ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+        q = torch.tensor([norm.low / 100, norm.high / 100], dtype=flat.dtype, device=flat.device)
+        bounds = torch.nanquantile(flat, q, dim=-1, keepdim=True).unsqueeze(-1)  # one sort for both quantiles
+        lo, hi = bounds[0], bounds[1]
+        x = (x - lo).div_((hi - lo).clamp_min(1e-6)).clamp_(0, 1)
+        own = True
     if norm.kind in ("meanstd", "stretch") and norm.mean:
         c = x.shape[1]
         if len(norm.mean) != c or len(norm.std) != c:
             raise ParameterError(f"normalisation has {len(norm.mean)} means/{len(norm.std)} stds for {c} channels")
         mean = torch.tensor(norm.mean, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
         std = torch.tensor(norm.std, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
-        x = (x - mean) / std
+        x = (x.sub_(mean) if own else x - mean).div_(std)
+        own = True
     if keep_nan:
-        return torch.where(finite, x, torch.full_like(x, torch.nan))
-    return torch.where(finite & torch.isfinite(x), x, torch.zeros_like(x))
+        return x.masked_fill_(~finite, torch.nan) if own else x.masked_fill(~finite, torch.nan)
+    invalid = ~(finite & torch.isfinite(x))
+    return x.masked_fill_(invalid, 0.0) if own else x.masked_fill(invalid, 0.0)

@@ -87,3 +87,49 @@ def test_normalize_none_only_zeroes_invalid() -> None:
 def test_normalize_checks_stat_lengths() -> None:
     with pytest.raises(ParameterError, match="3 channels"):
         normalize(torch.zeros(1, 3, 2, 2), Normalization("meanstd", mean=(0.0, 0.0), std=(1.0, 1.0)))
+
+
+def _normalize_reference(x: torch.Tensor, norm: Normalization, *, keep_nan: bool = False) -> torch.Tensor:
+    """``normalize`` as it was before it worked in place and sorted once for both stretch quantiles."""
+    finite = torch.isfinite(x)
+    if norm.kind == "stretch":
+        flat = torch.where(finite, x, torch.nan).flatten(2)
+        lo = torch.nanquantile(flat, norm.low / 100, dim=-1, keepdim=True).unsqueeze(-1)
+        hi = torch.nanquantile(flat, norm.high / 100, dim=-1, keepdim=True).unsqueeze(-1)
+        x = ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+    if norm.kind in ("meanstd", "stretch") and norm.mean:
+        c = x.shape[1]
+        mean = torch.tensor(norm.mean, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+        std = torch.tensor(norm.std, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+        x = (x - mean) / std
+    if keep_nan:
+        return torch.where(finite, x, torch.full_like(x, torch.nan))
+    return torch.where(finite & torch.isfinite(x), x, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [
+        Normalization(kind="none"),
+        Normalization(kind="meanstd", mean=(0.1, 0.2, 0.3), std=(0.05, 0.06, 0.0)),
+        Normalization(kind="stretch", low=2.0, high=98.0),
+        Normalization(kind="stretch", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), low=1.0, high=99.5),
+    ],
+)
+@pytest.mark.parametrize("keep_nan", [False, True])
+def test_normalize_is_bit_identical_to_the_out_of_place_version_and_leaves_its_input(
+    norm: Normalization, keep_nan: bool
+) -> None:
+    x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.4
+    x[0, :, :4, :4] = torch.nan
+    x[1, 1, 3, :] = torch.inf
+    x[2, 2, 5, 2] = -torch.inf
+    x[3, 0] = torch.nan  # a band with no valid pixel
+    before = x.clone()
+    got = normalize(x, norm, keep_nan=keep_nan)
+    want = _normalize_reference(before.clone(), norm, keep_nan=keep_nan)
+    assert torch.equal(x.isnan(), before.isnan()) and torch.equal(x.nan_to_num(), before.nan_to_num())
+    assert got.data_ptr() != x.data_ptr()
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.nan_to_num(), want.nan_to_num())
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))

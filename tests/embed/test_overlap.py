@@ -100,3 +100,39 @@ def test_failed_store_creation_is_raised(
     with pytest.raises(PermissionError, match="read-only bucket"):
         embed_series(cloudy_series, "test_conv", out=out, **ARGS)
     assert not out.exists()
+
+
+def test_a_date_of_a_lazy_series_is_read_from_its_own_culled_graph(cloudy_series: xr.Dataset) -> None:
+    """Each block's read culls one date's graph, not the whole series' (whose size grows with the dates)."""
+    import pickle
+
+    import numpy as np
+    from dask.base import collections_to_expr
+
+    lazy = cloudy_series.chunk({"time": 1, "y": 16, "x": 16})
+    source, plain = SeriesSource(lazy, [0, 1, 2]), SeriesSource(lazy, [0, 1, 2])
+
+    def keys(array: Any) -> int:
+        return len(collections_to_expr([array]).__dask_graph__())
+
+    from changescope.testing import make_test_series
+
+    short, long = (
+        SeriesSource(make_test_series(1, n_time=n, height=48, width=48).chunk({"time": 1, "y": 16, "x": 16}), [0, 1])
+        for n in (3, 9)
+    )
+    assert keys(long.ds["image"].data) > 2.5 * keys(short.ds["image"].data)  # the whole graph grows with the dates
+    assert keys(long.date(1)["image"].data) == keys(short.date(1)["image"].data)  # one date's does not
+    window = (slice(5, 29), slice(3, 21))
+    for t in range(lazy.sizes["time"]):
+        got, want = source.read(t, *window), plain.ds.isel(time=t, y=window[0], x=window[1])
+        expected = SeriesSource.__new__(SeriesSource)  # reads through the whole graph, as before the cache
+        expected.ds = plain.ds
+        expected._dates = {t: plain.ds.isel(time=t)}
+        ref = expected.read(t, *window)
+        np.testing.assert_array_equal(got[0], ref[0])  # NaN where invalid, in both
+        np.testing.assert_array_equal(got[1], ref[1])
+        assert want["image"].shape[-2:] == got[0].shape[-2:]
+    assert list(source._dates) == [lazy.sizes["time"] - 1]  # only the last date is kept
+    shipped = pickle.loads(pickle.dumps(source))
+    assert shipped._dates == {} and shipped.ds.identical(source.ds)

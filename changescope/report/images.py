@@ -70,27 +70,51 @@ def block_mean(a: NDArray[Any], factor: int) -> NDArray[np.float32]:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
-def read_rgb(
-    ds: xr.Dataset, t: int, bands: list[int], factor: int = 1, window: tuple[slice, slice] | None = None
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Read one date's RGB reflectance (``(3, h, w)``, masked pixels kept) and its invalid fraction ``(h, w)``.
+READ_BYTES = 64 * 2**20
+"""Largest strip of full-resolution float32 RGB + mask read at a time by :func:`read_rgb` (a whole Sentinel-2 tile
+date is 1.4 GB of RGB alone)."""
 
-    Args:
-        ds: The series.
-        t: Date index.
-        bands: Band indices (see :func:`rgb_indices`).
-        factor: Block-mean downsampling factor.
-        window: Optional ``(rows, cols)`` pixel window to read instead of the whole image.
-    """
-    sel: dict[str, Any] = {"time": t}
-    if window is not None:
-        sel.update(y=window[0], x=window[1])
+
+def _read_rgb_window(
+    ds: xr.Dataset, t: int, bands: list[int], factor: int, window: tuple[slice, slice]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    sel: dict[str, Any] = {"time": t, "y": window[0], "x": window[1]}
     img = ds["image"].isel(band=bands, **sel)
     scale = np.asarray(ds["scale"].values if "scale" in ds else np.ones(ds.sizes["band"]), dtype=np.float32)
     offset = np.asarray(ds["offset"].values if "offset" in ds else np.zeros(ds.sizes["band"]), dtype=np.float32)
     rgb = np.asarray(img.values, dtype=np.float32) * scale[bands, None, None] + offset[bands, None, None]
     invalid = ~np.asarray(ds["valid"].isel(**sel).values, dtype=bool)
     return block_mean(rgb, factor), block_mean(invalid.astype(np.float32), factor)
+
+
+def read_rgb(
+    ds: xr.Dataset, t: int, bands: list[int], factor: int = 1, window: tuple[slice, slice] | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Read one date's RGB reflectance (``(3, h, w)``, masked pixels kept) and its invalid fraction ``(h, w)``.
+
+    The window is read in strips of whole ``factor``-row blocks of at most :data:`READ_BYTES` each, so a whole tile
+    is downsampled in bounded memory (the result is that of one read).
+
+    Args:
+        ds: The series.
+        t: Date index.
+        bands: Band indices (see :func:`rgb_indices`).
+        factor: Block-mean downsampling factor.
+        window: Optional ``(rows, cols)`` pixel window (slices with integer bounds) instead of the whole image.
+    """
+    h, w = int(ds.sizes["y"]), int(ds.sizes["x"])
+    rows, cols = window if window is not None else (slice(0, h), slice(0, w))
+    r0, r1, _ = rows.indices(h)
+    c0, c1, _ = cols.indices(w)
+    f = max(1, int(factor))
+    per_row = 4 * (len(bands) + 2) * max(1, c1 - c0)  # float32 RGB, the mask and block_mean's temporaries
+    step = f * max(1, READ_BYTES // (per_row * f))
+    if r1 - r0 <= step:
+        return _read_rgb_window(ds, t, bands, f, (slice(r0, r1), slice(c0, c1)))
+    parts = [
+        _read_rgb_window(ds, t, bands, f, (slice(r, min(r + step, r1)), slice(c0, c1))) for r in range(r0, r1, step)
+    ]
+    return np.concatenate([p[0] for p in parts], axis=-2), np.concatenate([p[1] for p in parts], axis=-2)
 
 
 def stretch_limits(samples: NDArray[Any], low: float = 2.0, high: float = 98.0) -> NDArray[np.float32]:

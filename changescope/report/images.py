@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "block_mean",
+    "date_rgb",
     "figure_uri",
     "outline",
     "overlay",
@@ -76,15 +77,27 @@ date is 1.4 GB of RGB alone)."""
 
 
 def _read_rgb_window(
-    ds: xr.Dataset, t: int, bands: list[int], factor: int, window: tuple[slice, slice]
+    date: xr.Dataset, scale: NDArray[np.float32], offset: NDArray[np.float32], factor: int, window: tuple[slice, slice]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    sel: dict[str, Any] = {"time": t, "y": window[0], "x": window[1]}
-    img = ds["image"].isel(band=bands, **sel)
-    scale = np.asarray(ds["scale"].values if "scale" in ds else np.ones(ds.sizes["band"]), dtype=np.float32)
-    offset = np.asarray(ds["offset"].values if "offset" in ds else np.zeros(ds.sizes["band"]), dtype=np.float32)
-    rgb = np.asarray(img.values, dtype=np.float32) * scale[bands, None, None] + offset[bands, None, None]
-    invalid = ~np.asarray(ds["valid"].isel(**sel).values, dtype=bool)
+    """Downsampled RGB and invalid fraction of a window of one date (``date``: its RGB ``image`` and ``valid``)."""
+    sub = date.isel(y=window[0], x=window[1])
+    rgb = np.asarray(sub["image"].values, dtype=np.float32) * scale[:, None, None] + offset[:, None, None]
+    invalid = ~np.asarray(sub["valid"].values, dtype=bool)
     return block_mean(rgb, factor), block_mean(invalid.astype(np.float32), factor)
+
+
+def date_rgb(ds: xr.Dataset, t: int, bands: list[int]) -> xr.Dataset:
+    """Date ``t``'s RGB ``image`` and ``valid``, a lazy series' graph culled to that date once.
+
+    Reads of its windows then cull one date's graph, not the whole series' (whose size grows with the dates).
+    """
+    from dask.base import is_dask_collection
+    from dask.base import optimize as dask_optimize
+
+    date = ds[["image", "valid"]].isel(time=t, band=bands)
+    if any(is_dask_collection(v.data) for v in date.data_vars.values()):
+        (date,) = dask_optimize(date)
+    return date
 
 
 def read_rgb(
@@ -107,12 +120,17 @@ def read_rgb(
     r0, r1, _ = rows.indices(h)
     c0, c1, _ = cols.indices(w)
     f = max(1, int(factor))
+    scale = np.asarray(ds["scale"].values if "scale" in ds else np.ones(ds.sizes["band"]), dtype=np.float32)[bands]
+    offset = np.asarray(ds["offset"].values if "offset" in ds else np.zeros(ds.sizes["band"]), dtype=np.float32)[bands]
     per_row = 4 * (len(bands) + 2) * max(1, c1 - c0)  # float32 RGB, the mask and block_mean's temporaries
     step = f * max(1, READ_BYTES // (per_row * f))
     if r1 - r0 <= step:
-        return _read_rgb_window(ds, t, bands, f, (slice(r0, r1), slice(c0, c1)))
+        date = ds[["image", "valid"]].isel(time=t, band=bands)
+        return _read_rgb_window(date, scale, offset, f, (slice(r0, r1), slice(c0, c1)))
+    date = date_rgb(ds, t, bands)
     parts = [
-        _read_rgb_window(ds, t, bands, f, (slice(r, min(r + step, r1)), slice(c0, c1))) for r in range(r0, r1, step)
+        _read_rgb_window(date, scale, offset, f, (slice(r, min(r + step, r1)), slice(c0, c1)))
+        for r in range(r0, r1, step)
     ]
     return np.concatenate([p[0] for p in parts], axis=-2), np.concatenate([p[1] for p in parts], axis=-2)
 

@@ -18,9 +18,9 @@ def test_strips_give_the_image_of_one_read(monkeypatch: pytest.MonkeyPatch, fact
     calls: list[tuple[slice, slice]] = []
     real = images._read_rgb_window
 
-    def spy(ds_, t, bands, f, win):
+    def spy(date, scale, offset, f, win):
         calls.append(win)
-        return real(ds_, t, bands, f, win)
+        return real(date, scale, offset, f, win)
 
     monkeypatch.setattr(images, "_read_rgb_window", spy)
     monkeypatch.setattr(images, "READ_BYTES", 4 * 5 * 50 * 2)  # about two rows of RGB + mask at a time
@@ -29,4 +29,22 @@ def test_strips_give_the_image_of_one_read(monkeypatch: pytest.MonkeyPatch, fact
     assert all((c[0].start - calls[0][0].start) % factor == 0 for c in calls)
     for a, b in zip(whole, strips, strict=True):
         assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_lazy_date_is_culled_once_for_its_strips(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dask.base import collections_to_expr
+
+    short, long = (
+        make_test_series(5, n_time=n, height=48, width=40).chunk({"time": 1, "y": 16, "x": 16}) for n in (2, 6)
+    )
+    sizes = [
+        len(collections_to_expr([images.date_rgb(d, 1, [2, 1, 0])["image"].data]).__dask_graph__())
+        for d in (short, long)
+    ]
+    assert sizes[0] == sizes[1]  # one date's graph, whatever the series' length
+    monkeypatch.setattr(images, "READ_BYTES", 4 * 5 * 40 * 3)
+    lazy = read_rgb(long, 4, [2, 1, 0], 2)
+    eager = read_rgb(long.compute(), 4, [2, 1, 0], 2)
+    for a, b in zip(lazy, eager, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -183,7 +183,11 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(tmp_path):
         "8",
     ]
     cmd += ["--encoder", "resnet18", "--weights", "random", "--no-report", "--quiet"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it, whatever disposition this test process inherited (a shell's background job
+    # starts with SIGINT ignored, and a child would inherit that)
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "embeddings.zarr" / ".zattrs").exists():
         time.sleep(0.2)

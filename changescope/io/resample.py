@@ -103,25 +103,28 @@ def read_refined(src: Any, window: Window, *, dst: Any, resampling: Resampling, 
     data = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
     has_nodata = nodata is not None or src.nodata is not None
     ok = (data != fill) if has_nodata else None
-    edge = int(i0.min()) < 0 or int(i0.max()) + 1 >= src.width or int(j0.min()) < 0 or int(j0.max()) + 1 >= src.height
-    if not edge and (ok is None or bool(ok.all())):
-        value: NDArray[Any] = _interp(data.astype(np.float32), j0 - r0, i0 - c0, fy, fx)
+    if ok is None or bool(ok.all()):
+        # without nodata, a neighbour outside the raster weighs nothing and the other is renormalised: the same as
+        # clamping its index to the edge
+        rows = np.clip(j0, 0, src.height - 1) - r0, np.clip(j0 + 1, 0, src.height - 1) - r0
+        cols = np.clip(i0, 0, src.width - 1) - c0, np.clip(i0 + 1, 0, src.width - 1) - c0
+        value: NDArray[Any] = _interp(data.astype(np.float32), rows, cols, fy, fx)
         known = inside
     else:
         # pad one invalid pixel on every side so that neighbours outside the raster index a zero-weight cell
         okp = np.zeros((data.shape[0] + 2, data.shape[1] + 2), dtype=np.float32)
-        okp[1:-1, 1:-1] = 1.0 if ok is None else ok
+        okp[1:-1, 1:-1] = ok
         padded = np.zeros(okp.shape, dtype=np.float32)
         padded[1:-1, 1:-1] = data
         padded *= okp
         jy = np.clip(j0 - r0 + 1, 0, okp.shape[0] - 2)
         ix = np.clip(i0 - c0 + 1, 0, okp.shape[1] - 2)
-        weight = _interp(okp, jy, ix, fy, fx)
-        value = _interp(padded, jy, ix, fy, fx) / np.where(weight > 0, weight, np.float32(1.0))
+        weight = _interp(okp, (jy, jy + 1), (ix, ix + 1), fy, fx)
+        value = _interp(padded, (jy, jy + 1), (ix, ix + 1), fy, fx) / np.where(weight > 0, weight, np.float32(1.0))
         # GDAL's warper writes nothing where the source pixel under the target centre is invalid
         nx = np.clip(np.floor(u).astype(np.int64) - c0 + 1, 0, okp.shape[1] - 1)
         ny = np.clip(np.floor(v).astype(np.int64) - r0 + 1, 0, okp.shape[0] - 1)
-        known = inside & (okp[ny][:, nx] > 0) & (weight > 0)
+        known = inside & (np.take(np.take(okp, ny, axis=0), nx, axis=1) > 0) & (weight > 0)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         value += 0.5
@@ -133,10 +136,12 @@ def read_refined(src: Any, window: Window, *, dst: Any, resampling: Resampling, 
     return out
 
 
-def _interp(a: NDArray[np.float32], rows: Any, cols: Any, fy: Any, fx: Any) -> NDArray[np.float32]:
-    """Separable linear interpolation of ``a`` between rows ``rows``/``rows + 1`` and columns ``cols``/``cols + 1``."""
-    top = np.take(a, rows, axis=0)
-    top += (np.take(a, rows + 1, axis=0) - top) * fy[:, None]
-    left: NDArray[np.float32] = np.take(top, cols, axis=1)
-    left += (np.take(top, cols + 1, axis=1) - left) * fx[None, :]
+def _interp(
+    a: NDArray[np.float32], rows: tuple[Any, Any], cols: tuple[Any, Any], fy: Any, fx: Any
+) -> NDArray[np.float32]:
+    """Separable linear interpolation of ``a``: rows ``rows[0]``/``rows[1]`` weighted ``1 - fy``/``fy``, then cols."""
+    top = np.take(a, rows[0], axis=0)
+    top += (np.take(a, rows[1], axis=0) - top) * fy[:, None]
+    left: NDArray[np.float32] = np.take(top, cols[0], axis=1)
+    left += (np.take(top, cols[1], axis=1) - left) * fx[None, :]
     return left

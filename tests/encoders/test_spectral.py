@@ -221,3 +221,25 @@ def test_the_pipeline_feeds_only_the_surface_bands() -> None:
     infos = [BandInfo.from_name(b) for b in S2]
     enc = spectral(S2)
     assert [S2[i] for i in band_indices(infos, enc.meta)] == S2_SURFACE
+
+
+@pytest.mark.parametrize("per_date", ["none", "brightness", "zscore"])
+@pytest.mark.parametrize("clouds", [False, True])
+def test_the_numpy_path_equals_the_torch_path(per_date: str, clouds: bool) -> None:
+    from changescope.encoders.spectral import SPECTRAL_META, create_spectral_encoder
+
+    bands = ["B02", "B03", "B04", "B05", "B08", "B11"]
+    enc = create_spectral_encoder(SPECTRAL_META, bands=bands, per_date=per_date)  # type: ignore[arg-type]
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand(3, len(bands), 32, 48, generator=gen) * 0.4
+    x[0, 2, 3:9, 4:20] = 0.0
+    x[0, 4, 3:9, 4:20] = 0.0  # red = nir = 0: the ndvi is undefined there, without any invalid pixel
+    if clouds:
+        x[1, :, :8, :8] = float("nan")  # a whole cell invalid
+        x[1, 0, 10:14, 9:30] = float("nan")  # some pixels of several cells (one band invalid: the pixel is)
+        x[2, 3, ::5, ::3] = float("inf")
+    fast = enc.feature_map(x.clone())
+    slow = enc._torch_features(x.clone())
+    assert fast.shape == slow.shape and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, slow, rtol=2e-5, atol=2e-6)
+    assert bool((fast[1, :, 0, 0] == 0).all()) == clouds

@@ -1,0 +1,132 @@
+"""The ``spectral`` encoder's statistics computed with numpy on the CPU.
+
+The torch implementation (:meth:`changescope.encoders.spectral.SpectralEncoder.feature_map` on an accelerator)
+works on strided ``unfold`` views with NaN-aware reductions; on the CPU those copy and mask the whole tile several
+times over. Here the cells are laid out contiguously once (one transpose copy) and NaN handling is paid only where a
+tile has an invalid pixel: a cloud-free tile takes plain sorts, slices and means. A 1024 x 1024 block of ten
+Sentinel-2 bands took 0.88 s with the torch code and takes about a fifth of that here (same machine, same threads).
+Results equal the torch implementation's to float32 rounding (a test compares both on tiles with clouds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["cell_features"]
+
+F32 = NDArray[np.float32]
+_EPS = 1e-12
+
+
+def _masked_mean(a: F32, axis: tuple[int, ...], has_nan: bool) -> F32:
+    """Mean over ``axis`` ignoring NaN (NaN where nothing is finite), without numpy's slower ``nanmean``."""
+    if not has_nan:
+        out: F32 = a.mean(axis=axis, dtype=np.float32)
+        return out
+    nan = np.isnan(a)
+    total = np.where(nan, np.float32(0), a).sum(axis=axis, dtype=np.float32)
+    count = (~nan).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        res: F32 = (total / count).astype(np.float32, copy=False)
+    return res
+
+
+def _normalise(x: F32, per_date: Literal["none", "brightness", "zscore"], has_nan: bool) -> F32:
+    """The per-tile normalisation of ``(N, C, H, W)`` reflectance (see the ``spectral`` module docstring)."""
+    if per_date == "brightness":
+        bright = x.mean(axis=1, dtype=np.float32).reshape(x.shape[0], -1)
+        scale = np.nanquantile(bright, 0.5, axis=1).astype(np.float32) if has_nan else np.median(bright, axis=1)
+        scale = np.where(np.isfinite(scale) & (np.abs(scale) > _EPS), scale, np.float32(1)).astype(np.float32)
+        out: F32 = x / scale[:, None, None, None]
+        return out
+    if per_date == "zscore":
+        mean = _masked_mean(x, (2, 3), has_nan)[:, :, None, None]
+        std = np.sqrt(_masked_mean((x - mean) ** 2, (2, 3), has_nan))[:, :, None, None]
+        mean = np.nan_to_num(mean, nan=0.0).astype(np.float32, copy=False)
+        std = np.where(np.isfinite(std) & (std > _EPS), std, np.float32(1)).astype(np.float32)
+        res: F32 = ((x - mean) / std).astype(np.float32, copy=False)
+        return res
+    return x
+
+
+def _quartiles(cells: F32) -> tuple[F32, F32, F32]:
+    """25th, 50th and 75th percentiles over the last axis, NaN ignored (linear interpolation, as numpy's).
+
+    Rows without NaN (nearly all: an index is NaN where ``a + b = 0``, a pixel where it is invalid) take fixed
+    positions in the sorted row; only rows with a NaN count their values.
+    """
+    xs = np.sort(cells, axis=-1)  # NaN sorts last
+    p = xs.shape[-1]
+    out = []
+    for q in (0.25, 0.5, 0.75):
+        pos = q * (p - 1)
+        lo, hi = int(np.floor(pos)), int(np.ceil(pos))
+        out.append(xs[..., lo] + np.float32(pos - lo) * (xs[..., hi] - xs[..., lo]))
+    gaps = np.isnan(xs[..., -1])
+    if bool(gaps.any()):
+        rows = xs[gaps]  # (M, P)
+        count = p - np.isnan(rows).sum(axis=-1, keepdims=True)
+        last = np.maximum(count - 1, 0).astype(np.float32)
+        for i, q in enumerate((0.25, 0.5, 0.75)):
+            pos_r = np.float32(q) * last
+            lo_i = np.floor(pos_r).astype(np.int64)
+            v_lo = np.take_along_axis(rows, lo_i, -1)
+            v_hi = np.take_along_axis(rows, np.ceil(pos_r).astype(np.int64), -1)
+            out[i][gaps] = np.where(count > 0, v_lo + (pos_r - lo_i) * (v_hi - v_lo), np.nan)[..., 0]
+    return out[0], out[1], out[2]
+
+
+def cell_features(
+    x: F32, cell: int, indices: Sequence[tuple[int, int]], per_date: Literal["none", "brightness", "zscore"]
+) -> F32:
+    """Per-cell features of ``(N, C, H, W)`` reflectance (NaN = invalid), in the encoder's feature order.
+
+    Args:
+        x: Reflectance; ``H`` and ``W`` multiples of ``cell``.
+        cell: Cell side in pixels.
+        indices: ``(a, b)`` band positions of each normalised-difference index, in feature order.
+        per_date: Per-tile normalisation.
+
+    Returns:
+        ``(N, D, H // cell, W // cell)`` float32; 0 where a feature has no valid pixel.
+    """
+    n, c, h, w = x.shape
+    s = cell
+    valid = np.asarray(np.isfinite(x).all(axis=1), dtype=bool)  # (N, H, W)
+    has_nan = not bool(valid.all())
+    if has_nan:
+        x = np.where(valid[:, None], x, np.float32(np.nan))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        planes = []
+        for ia, ib in indices:
+            a, b = x[:, ia], x[:, ib]
+            den = a + b
+            planes.append(np.where(den != 0, (a - b) / den, np.float32(np.nan)))
+        xn = _normalise(x, per_date, has_nan)
+        bright = xn.mean(axis=1, dtype=np.float32)
+        k = c + len(planes) + 1
+        hs, ws = h // s, w // s
+        # written straight into the cell layout (N, K, H/s, W/s, s*s): one strided copy per plane
+        cells = np.empty((n, k, hs, ws, s, s), dtype=np.float32)
+        grid = cells.transpose(0, 1, 2, 4, 3, 5)  # (N, K, H/s, s, W/s, s), a view of the same memory
+        grid[:, :c] = xn.reshape(n, c, hs, s, ws, s)
+        for i, plane in enumerate(planes):
+            grid[:, c + i] = plane.reshape(n, hs, s, ws, s)
+        grid[:, -1] = bright.reshape(n, hs, s, ws, s)
+        cells = cells.reshape(n, k, hs, ws, s * s)
+        q25, q50, q75 = _quartiles(cells)
+        blocks = bright.reshape(n, hs, s, ws, s)  # a view: cell (i, j) is blocks[:, i, :, j, :]
+        dx2 = _masked_mean((blocks[..., 1:] - blocks[..., :-1]) ** 2, (2, 4), has_nan)
+        dy2 = _masked_mean((blocks[:, :, 1:] - blocks[:, :, :-1]) ** 2, (2, 4), has_nan)
+        gradient = np.sqrt(np.nan_to_num(dx2, nan=0.0) + np.nan_to_num(dy2, nan=0.0))
+        mean = _masked_mean(blocks, (2, 4), has_nan)
+        local_std = np.sqrt(_masked_mean((blocks - mean[:, :, None, :, None]) ** 2, (2, 4), has_nan))
+    feats = np.concatenate(
+        [q50[:, :c], q75[:, :c] - q25[:, :c], q50[:, c:], gradient[:, None], local_std[:, None]], axis=1
+    )
+    out: F32 = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+    return out

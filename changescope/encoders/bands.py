@@ -72,6 +72,9 @@ def normalize(x: torch.Tensor, norm: Normalization, *, keep_nan: bool = False) -
     Raises:
         ParameterError: ``mean``/``std`` lengths do not match the channel count.
     """
+    if norm.kind == "none" and keep_nan:  # nothing to scale: only infinities become NaN (usually there are none)
+        inf = torch.isinf(x)
+        return x.masked_fill(inf, torch.nan) if bool(inf.any()) else x
     finite = torch.isfinite(x)
     own = False  # x is a tensor made here (not the caller's): the steps below may then work in place
     if norm.kind == "stretch":

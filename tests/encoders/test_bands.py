@@ -133,3 +133,14 @@ def test_normalize_is_bit_identical_to_the_out_of_place_version_and_leaves_its_i
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(got.nan_to_num(), want.nan_to_num())
     assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+def test_normalize_none_keeping_nan_turns_only_infinities_into_nan() -> None:
+    x = torch.tensor([[[[0.1, float("nan")], [float("inf"), -float("inf")]]]])
+    out = normalize(x, Normalization("none"), keep_nan=True)
+    assert out[0, 0, 0, 0] == pytest.approx(0.1)
+    assert bool(torch.isnan(out[0, 0, 0, 1])) and bool(torch.isnan(out[0, 0, 1]).all())
+    clean = torch.rand(1, 2, 3, 3)
+    assert torch.equal(normalize(clean, Normalization("none"), keep_nan=True), clean)
+    zeroed = normalize(x, Normalization("none"))
+    assert zeroed[0, 0, 0, 0] == pytest.approx(0.1) and bool((zeroed[0, 0].flatten()[1:] == 0).all())

@@ -18,7 +18,6 @@ import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
-from dask.delayed import delayed
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -208,23 +207,31 @@ def raster_meta(path: AnyPath | str) -> RasterMeta:
         )
 
 
+def _located(block: Callable[[Window], np.ndarray], block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Read the chunk that dask's ``block_info`` locates (its last two axes) with ``block(window)``."""
+    assert block_info is not None  # dask always passes it to a function that names it
+    (row0, row1), (col0, col1) = block_info[None]["array-location"][-2:]
+    return block(Window(col0, row0, col1 - col0, row1 - row0))
+
+
+def _splits(size: int, chunk: int) -> tuple[int, ...]:
+    return tuple(min(chunk, size - start) for start in range(0, size, chunk))
+
+
 def lazy_blocks(shape: tuple[int, ...], chunk: int, dtype: Any, block: Callable[[Window], np.ndarray]) -> Any:
     """A dask array of ``shape`` chunked along its last two axes, each ``chunk``-sided block one ``block(window)``.
 
-    Leading axes (bands) are whole in every block.
+    Leading axes (bands) are whole in every block. The array is one blockwise layer (``map_blocks`` without inputs),
+    not a layer per chunk: a series of a whole Sentinel-2 tile has ~10 000 chunks per date, and culling a graph of
+    one layer per chunk (to read one date, or one window) took seconds per date at 2 dates and grew with the
+    square of the dates.
     """
     lead, (height_all, width_all) = tuple(shape[:-2]), shape[-2:]
-    rows = []
-    for row0 in range(0, height_all, chunk):
-        height = min(chunk, height_all - row0)
-        row = []
-        for col0 in range(0, width_all, chunk):
-            width = min(chunk, width_all - col0)
-            # the arguments ride in a partial so that dask does not traverse (and rebuild) them as collections
-            task = delayed(partial(block, Window(col0, row0, width, height)))()
-            row.append(da.from_delayed(task, shape=(*lead, height, width), dtype=dtype))
-        rows.append(row)
-    return da.block(rows)
+    chunks = (*((n,) for n in lead), _splits(height_all, chunk), _splits(width_all, chunk))
+    # the reader rides in a partial so that dask does not traverse (and rebuild) its arguments as collections
+    return da.map_blocks(
+        partial(_located, block), dtype=dtype, chunks=chunks, meta=np.empty((0,) * len(shape), dtype=dtype)
+    )
 
 
 def _read_window(window: Window, *, path: AnyPath) -> np.ndarray:

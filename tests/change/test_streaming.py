@@ -130,6 +130,41 @@ def test_faiss_peers_above_the_exact_limit_keep_the_scores() -> None:
     assert set(top) == set(np.argsort(-peak_exact)[: changed.sum()]) == set(np.nonzero(changed)[0])
 
 
+def test_a_cloudy_date_searches_its_scorable_patches_in_an_index_and_keeps_the_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    side, n_t = 50, 8
+    X, vf, changed = _landscape(side, n_t, 6, seed=8)
+    valid = (vf >= 0.5) & np.isfinite(X).all(axis=2)
+    valid[5, : side * side * 3 // 5] = False  # most of one date clouded: many patches lack fetched candidates
+    times = pd.date_range("2020-01-01", periods=n_t, freq="MS")
+    rr, cc = np.divmod(np.arange(side * side), side)
+    pos = np.stack([rr, cc], axis=1)
+    built: list[bool] = []
+    original = context_module._Search.kneighbors
+
+    def spy(self: object, query: np.ndarray, k: int, *, indexed: bool = True) -> np.ndarray:
+        built.append(indexed)
+        return original(self, query, k, indexed=indexed)  # type: ignore[arg-type]
+
+    exact = peer_scores(X, valid, times, pos, exact_limit=10**9)
+    monkeypatch.setattr(context_module._Search, "kneighbors", spy)
+    monkeypatch.setattr(context_module, "REDO_INDEXED", 10**9)
+    flat = peer_scores(X, valid, times, pos, exact_limit=100)
+    assert built and not any(built[1:])  # the table's index, then exhaustive searches for the cloudy date
+    built.clear()
+    monkeypatch.setattr(context_module, "REDO_INDEXED", 16)
+    indexed = peer_scores(X, valid, times, pos, exact_limit=100)
+    assert len(built) > 1 and all(built)  # the cloudy date's queries went to an index of its scorable patches
+    fin = np.isfinite(exact)
+    for approx in (flat, indexed):
+        np.testing.assert_array_equal(fin, np.isfinite(approx))
+        assert np.corrcoef(exact[fin], approx[fin])[0, 1] > 0.99
+    assert np.corrcoef(exact[5][fin[5]], indexed[5][fin[5]])[0, 1] > 0.98
+    peak = np.where(np.isfinite(indexed), indexed, -np.inf).max(axis=0)
+    assert set(np.argsort(-peak)[: changed.sum()]) == set(np.nonzero(changed)[0])
+
+
 class _CountingArray:
     """A ``(time, row, col, dim)`` variable that counts the dates read at once (the most a call asked for)."""
 

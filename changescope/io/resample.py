@@ -60,14 +60,17 @@ def _span(lo: int, hi: int, size: int) -> tuple[int, int]:
     return lo_c, max(min(hi, size), lo_c + 1)
 
 
-def read_refined(src: Any, window: Window, *, dst: Any, resampling: Resampling, nodata: float | None) -> NDArray[Any]:
-    """Band 1 of open dataset ``src`` resampled onto ``window`` of grid ``dst`` (which :func:`refines` its grid).
+def read_refined(
+    src: Any, window: Window, *, dst: Any, resampling: Resampling, nodata: float | None, band: int = 1
+) -> NDArray[Any]:
+    """Band ``band`` of open dataset ``src`` resampled onto ``window`` of grid ``dst`` (which :func:`refines` it).
 
     Args:
         src: An open rasterio dataset.
         window: Integer window of ``dst``.
         dst: Target :class:`~changescope.io.bandfiles.Grid`.
         resampling: ``Resampling.nearest`` or ``Resampling.bilinear``.
+        band: 1-based band index.
         nodata: Value ignored by the kernel and written where nothing is known; the file's own when ``None``,
             else 0.
 
@@ -80,7 +83,7 @@ def read_refined(src: Any, window: Window, *, dst: Any, resampling: Resampling, 
     if resampling not in (Resampling.nearest, Resampling.bilinear):
         raise ValueError(f"resampling={resampling.name!r}: only nearest and bilinear are read without a warper")
     fill = nodata if nodata is not None else (src.nodata if src.nodata is not None else 0)
-    dtype = np.dtype(src.dtypes[0])
+    dtype = np.dtype(src.dtypes[band - 1])
     s, d = src.transform, dst.transform
     col_off, row_off, width, height = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
     u = _positions(d.c, d.a, s.c, s.a, col_off, width)
@@ -90,7 +93,7 @@ def read_refined(src: Any, window: Window, *, dst: Any, resampling: Resampling, 
         cols, rows = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
         c0, c1 = _span(int(cols.min()), int(cols.max()) + 1, src.width)
         r0, r1 = _span(int(rows.min()), int(rows.max()) + 1, src.height)
-        data = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+        data = src.read(band, window=Window(c0, r0, c1 - c0, r1 - r0))
         picked = data[np.clip(rows - r0, 0, r1 - r0 - 1)][:, np.clip(cols - c0, 0, c1 - c0 - 1)]
         out_n: NDArray[Any] = np.where(inside, picked, np.asarray(fill).astype(dtype)).astype(dtype, copy=False)
         return out_n
@@ -100,7 +103,7 @@ def read_refined(src: Any, window: Window, *, dst: Any, resampling: Resampling, 
     fx, fy = (uc - i0).astype(np.float32), (vc - j0).astype(np.float32)
     c0, c1 = _span(int(i0.min()), int(i0.max()) + 2, src.width)
     r0, r1 = _span(int(j0.min()), int(j0.max()) + 2, src.height)
-    data = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    data = src.read(band, window=Window(c0, r0, c1 - c0, r1 - r0))
     has_nodata = nodata is not None or src.nodata is not None
     ok = (data != fill) if has_nodata else None
     if ok is None or bool(ok.all()):

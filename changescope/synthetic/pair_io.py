@@ -34,11 +34,13 @@ from numpy.typing import NDArray
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from changescope.errors import BandMismatchError, CorruptFileError, GridMismatchError, NoImagesFoundError
 from changescope.io.bandfiles import Grid, band_sort_key, footprint_invalid
 from changescope.io.oscd import band_files, decode_change_mask, find_change_mask, read_dates_txt
 from changescope.io.raster import RasterMeta, open_raster, raster_meta
+from changescope.io.resample import read_refined, refines
 from changescope.series import BandInfo, make_series
 from changescope.types import PathLike
 
@@ -73,6 +75,11 @@ def _read(meta: RasterMeta, grid: Grid, nodata: float | None) -> tuple[NDArray[n
             try:
                 if grid.crs is None or own.same_as(grid):
                     data = src.read()
+                elif refines(own, grid):  # the series readers' resampling, so both read the same pixels
+                    full = Window(0, 0, grid.width, grid.height)
+                    bands = range(1, src.count + 1)
+                    kw = {"dst": grid, "resampling": Resampling.bilinear, "nodata": nodata}
+                    data = np.stack([read_refined(src, full, band=b, **kw) for b in bands])
                 else:
                     vrt_args = {"crs": grid.crs, "transform": grid.transform, "width": grid.width}
                     vrt_args |= {"height": grid.height, "src_nodata": nodata, "nodata": nodata}

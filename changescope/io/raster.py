@@ -209,7 +209,8 @@ def raster_meta(path: AnyPath | str) -> RasterMeta:
 
 def _located(block: Callable[[Window], np.ndarray], block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Read the chunk that dask's ``block_info`` locates (its last two axes) with ``block(window)``."""
-    assert block_info is not None  # dask always passes it to a function that names it
+    if block_info is None:  # dask always passes it to a function that names it
+        raise CorruptFileError("a lazily read raster chunk was computed without its location; recompute it")
     (row0, row1), (col0, col1) = block_info[None]["array-location"][-2:]
     return block(Window(col0, row0, col1 - col0, row1 - row0))
 

@@ -140,6 +140,9 @@ def embed_stage(
     reused = _reused_store(embeddings, "embeddings.zarr") if embeddings is not None else None
     if embeddings is not None and reused is None:
         raise ParameterError(f"embeddings={str(embeddings)!r} is neither an embeddings store nor a run folder")
+    joint = reused is None and sub is not None  # both stores from one read and forward pass of each block
+    if joint:
+        kw = {**kw, "subpatches": rd.subpatches, "subpatch_size": sub}
     try:
         emb = open_embeddings(reused) if reused is not None else open_embeddings(_embed(ds, cfg, kw, fresh))
     except ChangescopeError as err:
@@ -150,8 +153,8 @@ def embed_stage(
         raise
     if reused is not None:
         _check_reused(emb, ds, grid, reused)
-    fine = None
-    if sub is not None:
+    fine = open_embeddings(rd.subpatches) if joint else None
+    if sub is not None and not joint:
         fine_kw = {**kw, "patch_size": sub, "stride": sub, "out": rd.subpatches}
         fine_reused = _reused_store(embeddings, "subpatches.zarr") if embeddings is not None else None
         if fine_reused is not None and int(open_embeddings(fine_reused).attrs["patch_size"]) == sub:

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 import xarray as xr
 from dask.delayed import delayed
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -36,7 +37,16 @@ from rich.text import Text
 
 from changescope.embed.layout import BlockLayout
 from changescope.embed.overlap import BlockPrefetcher, BlockWriter
-from changescope.embed.pipeline import EncoderSpec, SeriesSource, TaskPlan, build_encoder, get_encoder, run_task
+from changescope.embed.pipeline import (
+    Companion,
+    EncoderSpec,
+    SeriesSource,
+    TaskPlan,
+    build_encoder,
+    can_share_tiles,
+    get_encoder,
+    run_task,
+)
 from changescope.embed.store import check_store, create_store, done_flags, is_store
 from changescope.encoders.bands import band_indices
 from changescope.encoders.registry import CHECKPOINT_PREFIX, get_meta
@@ -168,6 +178,66 @@ def _run_distributed(tasks: Sequence[Any], advance: Callable[[int], None], clien
         raise
 
 
+def _grid_params(grid: PatchGrid, layout: BlockLayout) -> dict[str, Any]:
+    """The store parameters that depend on its patch grid."""
+    return {
+        "patch_size": grid.size,
+        "stride": grid.stride,
+        "block": layout.block,
+        "grid_height": grid.height,
+        "grid_width": grid.width,
+    }
+
+
+def _open_store(
+    path: AnyPath,
+    params: dict[str, Any],
+    attrs: dict[str, Any],
+    layout: BlockLayout,
+    times: pd.DatetimeIndex,
+    embed_dim: int,
+    *,
+    overwrite: bool,
+    defer: bool,
+) -> tuple[Callable[[], object] | None, NDArray[np.bool_]]:
+    """Check the store at ``path`` (resume) or prepare a new one; ``(create, flags)``.
+
+    ``create`` makes the new store when called (``defer``: in the writer thread, while the first block is encoded),
+    else ``None`` (the store exists, or was made now); ``flags`` are its completion flags ``(time, block_row,
+    block_col)``.
+
+    Raises:
+        ParameterError: ``path`` holds something else than an embeddings store.
+        StoreMismatchError: ``path`` holds a store of other parameters or dates (and not ``overwrite``).
+    """
+    shape = (len(times), layout.n_block_rows, layout.n_block_cols)
+    if path.exists() and not overwrite:
+        check_store(path, params, times)
+        return None, done_flags(path)
+    if path.exists() and not is_store(path) and (path.is_file() or any(path.iterdir())):
+        raise ParameterError(
+            f"out={str(path)!r} exists and is not an embeddings store; refusing to replace it even with "
+            "--overwrite. Remove it yourself or choose another --out"
+        )
+    from changescope import __version__
+
+    full = {
+        **params,
+        **attrs,
+        "tile": layout.tile,
+        "tile_extent": layout.tile_extent,
+        "changescope_version": __version__,
+    }
+
+    def make_store() -> object:
+        return create_store(path, layout=layout, times=times, embed_dim=embed_dim, attrs=full)
+
+    if defer:
+        return make_store, np.zeros(shape, dtype=bool)
+    make_store()
+    return None, np.zeros(shape, dtype=bool)
+
+
 def embed_series(
     ds: xr.Dataset,
     encoder_name: str,
@@ -186,6 +256,8 @@ def embed_series(
     overwrite: bool = False,
     progress: bool = True,
     before_flag: Callable[[int], None] | None = None,
+    subpatches: PathLike | StorePath | None = None,
+    subpatch_size: int | None = None,
 ) -> AnyPath:
     """Embed every patch of every date of a series into a Zarr store (see :mod:`changescope.embed.store`).
 
@@ -215,6 +287,13 @@ def embed_series(
         progress: Show a progress bar (on stderr).
         before_flag: Called with the number of tasks finished, between each task's chunks and its completion flag
             (:mod:`changescope.embed.pipeline`; tests kill the process there).
+        subpatches: Also embed the grid of ``subpatch_size`` px patches (stride: their size) into this store. When
+            both grids cut the raster into the same blocks and encoder tiles (the usual case: sizes whose tiles the
+            same token and input size fit), each block of each date is read and encoded once and pooled onto both
+            grids (:class:`~changescope.embed.pipeline.Companion`), which gives the stores two separate runs would
+            write in half the time; otherwise the sub-patches are a second run. Either store resumes on its own
+            flags: a task is redone until both of its flags are set.
+        subpatch_size: Side of the sub-patches (required with ``subpatches``).
 
     Returns:
         The store path.
@@ -224,6 +303,8 @@ def embed_series(
         BandMismatchError: The series lacks a band the encoder needs.
     """
     _check_args(patch_size, stride, batch_size, min_valid, workers)
+    if subpatches is not None and (subpatch_size is None or subpatch_size < 1):
+        raise ParameterError(f"subpatch_size={subpatch_size!r} must be a positive number of pixels with subpatches=")
     if workers is not None and scheduler is not None:
         raise ParameterError("give either workers= (--workers) or scheduler= (--scheduler), not both")
     validate_series(ds)
@@ -248,11 +329,7 @@ def embed_series(
         "encoder": encoder_name,
         "weights_id": encoder.weights_id,
         "encoder_kwargs": json.dumps(kwargs, sort_keys=True, default=_jsonable),
-        "patch_size": grid.size,
-        "stride": grid.stride,
-        "block": layout.block,
-        "grid_height": grid.height,
-        "grid_width": grid.width,
+        **_grid_params(grid, layout),
         "transform": [float(v) for v in tuple(transform)[:6]],
         "crs_wkt": series_crs(ds).to_wkt(),
         "bands": [infos[i].name for i in band_idx],
@@ -260,47 +337,58 @@ def embed_series(
         "embed_dim": meta.embed_dim,
         "min_valid": float(min_valid),
     }
-    path = as_path(out)
     in_process = workers is None and scheduler is None
-    create: Callable[[], object] | None = None
-    if path.exists() and not overwrite:
-        check_store(path, params, times)
-    else:
-        if path.exists() and not is_store(path) and (path.is_file() or any(path.iterdir())):
-            raise ParameterError(
-                f"out={str(path)!r} exists and is not an embeddings store; refusing to replace it even with "
-                "--overwrite. Remove it yourself or choose another --out"
+    defer = in_process and OVERLAP_IO  # a new store is created in the writer thread, while the first block encodes
+    attrs = {
+        "encoder_patch_size": meta.patch_size,
+        "series_bands": [b.name for b in infos],
+        "source": str(ds.attrs.get("source", "")),
+        "sensor": str(ds.attrs.get("sensor", "unknown")),
+    }
+    path = as_path(out)
+    creates, flags = [], []
+    create, done = _open_store(path, params, attrs, layout, times, meta.embed_dim, overwrite=overwrite, defer=defer)
+    creates.append(create)
+    flags.append(done)
+    companions: list[Companion] = []
+    if subpatches is not None:
+        fine_grid = PatchGrid.for_series(ds, int(subpatch_size or 0), int(subpatch_size or 0))
+        fine_layout = BlockLayout.plan(fine_grid, meta.patch_size, meta.input_size, block)
+        if not can_share_tiles(layout, fine_layout):  # other blocks or tiles: a second run over the series
+            embed_series(
+                ds,
+                encoder_name,
+                weights=weights,
+                encoder_kwargs=encoder_kwargs,
+                patch_size=fine_grid.size,
+                out=subpatches,
+                block=block,
+                batch_size=batch_size,
+                min_valid=min_valid,
+                device=device,
+                workers=workers,
+                scheduler=scheduler,
+                overwrite=overwrite,
+                progress=progress,
+                before_flag=before_flag,
             )
-        from changescope import __version__
-
-        attrs = {
-            **params,
-            "encoder_patch_size": meta.patch_size,
-            "tile": layout.tile,
-            "tile_extent": layout.tile_extent,
-            "series_bands": [b.name for b in infos],
-            "source": str(ds.attrs.get("source", "")),
-            "sensor": str(ds.attrs.get("sensor", "unknown")),
-            "changescope_version": __version__,
-        }
-
-        def make_store() -> object:
-            return create_store(path, layout=layout, times=times, embed_dim=meta.embed_dim, attrs=attrs)
-
-        if in_process and OVERLAP_IO:
-            create = make_store
         else:
-            make_store()
-    shape = (len(times), layout.n_block_rows, layout.n_block_cols)
-    # a store being created has no flag set; created in the writer thread, while the first block is encoded
-    flags = done_flags(path) if create is None else np.zeros(shape, dtype=bool)
-    todo = [
-        (t, br, bc)
-        for t in range(len(times))
-        for br in range(layout.n_block_rows)
-        for bc in range(layout.n_block_cols)
-        if not flags[t, br, bc]
-    ]
+            fine_path = as_path(subpatches)
+            fine_params = {**params, **_grid_params(fine_grid, fine_layout)}
+            create, done = _open_store(
+                fine_path, fine_params, attrs, fine_layout, times, meta.embed_dim, overwrite=overwrite, defer=defer
+            )
+            creates.append(create)
+            flags.append(done)
+            companions.append(Companion(fine_path if isinstance(fine_path, StorePath) else str(fine_path), fine_layout))
+    pending = [c for c in creates if c is not None]
+
+    def create_stores() -> object:
+        return [make() for make in pending]
+
+    create = create_stores if pending else None
+    unfinished = ~np.logical_and.reduce(flags)
+    todo = [(int(t), int(br), int(bc)) for t, br, bc in zip(*np.nonzero(unfinished), strict=True)]
     if not todo:
         if create is not None:
             create()
@@ -319,8 +407,10 @@ def embed_series(
         float(min_valid),
         batch_size,
         before_flag,
+        companions=tuple(companions),
     )
-    label = f"embed {encoder_name} ({len(todo)} tasks)"
+    grids = " + ".join(f"{lay.size} px" for lay in plan.layouts)
+    label = f"embed {encoder_name}, {grids} ({len(todo)} tasks)"
     with _Progress(total, progress, label) as bar:
         if in_process:
             _run_in_process(plan, SeriesSource(ds, band_idx), todo, bar.advance, create)

@@ -25,11 +25,9 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import torch
-from numpy.typing import NDArray
 
-from changescope.embed.pipeline import PreparedBlock, SeriesSource, TaskPlan, load_block, write_task
+from changescope.embed.pipeline import Outputs, PreparedBlock, SeriesSource, TaskPlan, load_block, write_task
 
 __all__ = ["BlockPrefetcher", "BlockWriter"]
 
@@ -122,16 +120,14 @@ class BlockWriter:
         self._first: Future[Any] | None = self._pool.submit(first) if first is not None else None
         self._pending: Future[int] | None = None
 
-    def submit(
-        self, t: int, br: int, bc: int, embedding: NDArray[np.float32], valid_fraction: NDArray[np.float32]
-    ) -> None:
-        """Write a task's chunks and flag in the writer thread, after waiting for the previous write.
+    def submit(self, t: int, br: int, bc: int, outputs: Outputs) -> None:
+        """Write a task's chunks and flags in the writer thread, after waiting for the previous write.
 
         Raises:
             Exception: Whatever the first job or the previous write raised.
         """
         self.wait()
-        self._pending = self._pool.submit(write_task, self._plan, t, br, bc, embedding, valid_fraction)
+        self._pending = self._pool.submit(write_task, self._plan, t, br, bc, outputs)
 
     def wait(self) -> None:
         """Wait for the first job and the pending write; report the write as done.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,14 +42,18 @@ from changescope.series import reflectance
 from changescope.storepath import StorePath
 
 __all__ = [
+    "BlockPatches",
     "BlockSource",
+    "Companion",
     "GDAL_CACHE_BYTES",
     "EncoderSpec",
+    "Outputs",
     "SeriesSource",
     "TaskPlan",
     "PreparedBlock",
     "TileBatch",
     "build_encoder",
+    "can_share_tiles",
     "embed_block",
     "encode_block",
     "get_encoder",
@@ -195,6 +199,36 @@ class SeriesSource:
         return load_block(plan, self, t, br, bc)
 
 
+Outputs = tuple[tuple[NDArray[np.float32], NDArray[np.float32]], ...]
+"""A task's ``(embedding, valid_fraction)`` per grid: the plan's own, then its companions'."""
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A second patch grid pooled from the same forward passes as the plan's own (the sub-patch store).
+
+    Its layout has the plan layout's token, tile step, tile extent and blocks, so the encoder's tiles of a block
+    serve both grids: the block is read and encoded once and pooled twice (:func:`can_share_tiles`).
+
+    Attributes:
+        store: Its embeddings store.
+        layout: Its blocks and tiles.
+    """
+
+    store: str | StorePath
+    layout: BlockLayout
+
+
+def can_share_tiles(layout: BlockLayout, other: BlockLayout) -> bool:
+    """Whether ``other``'s patches can be pooled from ``layout``'s encoder tiles (:class:`Companion`).
+
+    True when both cut the raster into the same blocks and the same tiles of the same tokens, so a tile's feature
+    map is the one a run of ``other`` alone would compute.
+    """
+    same = ("token", "height", "width", "tile", "block", "tile_extent", "n_block_rows", "n_block_cols")
+    return all(getattr(layout, name) == getattr(other, name) for name in same)
+
+
 @dataclass(frozen=True)
 class TaskPlan:
     """Everything a task needs besides its (date, block) and the series.
@@ -208,8 +242,9 @@ class TaskPlan:
         batch_size: Tiles per encoder forward pass.
         before_flag: Called with the tasks finished so far between a task's chunks and its flag (module
             docstring); must be picklable to run on dask workers.
-        writer: Takes ``(t, br, bc, embedding, valid_fraction)`` of a finished task and writes it later
+        writer: Takes ``(t, br, bc, outputs)`` of a finished task (:data:`Outputs`) and writes it later
             (:class:`~changescope.embed.overlap.BlockWriter`, in-process runs only); ``None``: the task writes itself.
+        companions: Other patch grids pooled from the same tiles, each into its own store (:class:`Companion`).
     """
 
     store: str | StorePath
@@ -219,7 +254,18 @@ class TaskPlan:
     min_valid: float
     batch_size: int
     before_flag: Callable[[int], None] | None = None
-    writer: Callable[[int, int, int, NDArray[np.float32], NDArray[np.float32]], None] | None = None
+    writer: Callable[[int, int, int, Outputs], None] | None = None
+    companions: tuple[Companion, ...] = ()
+
+    @property
+    def layouts(self) -> tuple[BlockLayout, ...]:
+        """The plan's layout, then its companions'."""
+        return (self.layout, *(c.layout for c in self.companions))
+
+    @property
+    def stores(self) -> tuple[str | StorePath, ...]:
+        """The plan's store, then its companions'."""
+        return (self.store, *(c.store for c in self.companions))
 
 
 @dataclass(frozen=True)
@@ -238,6 +284,23 @@ class TileBatch:
 
 
 @dataclass(frozen=True)
+class BlockPatches:
+    """The patches of one grid in a block.
+
+    Attributes:
+        n_rows: Patch rows in the block.
+        n_cols: Patch columns in the block.
+        valid_fraction: ``(n_rows, n_cols)`` valid fraction of each patch.
+        keep: ``(n_rows, n_cols)`` patches to embed (the others get NaN).
+    """
+
+    n_rows: int
+    n_cols: int
+    valid_fraction: NDArray[np.float32]
+    keep: NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
 class PreparedBlock:
     """A block of one date read, tiled and normalised: what is left to do is the forward passes and the pooling.
 
@@ -246,7 +309,8 @@ class PreparedBlock:
         n_cols: Patch columns in the block.
         valid_fraction: ``(n_rows, n_cols)`` valid fraction of each patch.
         keep: ``(n_rows, n_cols)`` patches to embed (the others get NaN).
-        batches: The tiles holding a kept patch, in forward passes of at most ``batch_size``.
+        batches: The tiles holding a kept patch (of any grid), in forward passes of at most ``batch_size``.
+        companions: The patches of the companion grids (:class:`Companion`), in the plan's order.
     """
 
     n_rows: int
@@ -254,6 +318,20 @@ class PreparedBlock:
     valid_fraction: NDArray[np.float32]
     keep: NDArray[np.bool_]
     batches: tuple[TileBatch, ...]
+    companions: tuple[BlockPatches, ...] = ()
+
+    @property
+    def grids(self) -> tuple[BlockPatches, ...]:
+        """The block's patches of every grid: its own, then its companions'."""
+        return (BlockPatches(self.n_rows, self.n_cols, self.valid_fraction, self.keep), *self.companions)
+
+
+def _grid_patches(
+    valid: NDArray[np.bool_], layout: BlockLayout, n_rows: int, n_cols: int, min_valid: float
+) -> BlockPatches:
+    """Valid fractions and kept patches of one grid in a block (``valid`` starts at the block's first origin)."""
+    vf = patch_valid_fraction(valid, layout.size, layout.stride, n_rows, n_cols)
+    return BlockPatches(n_rows, n_cols, vf, (vf >= min_valid) & (vf > 0))
 
 
 def prepare_block(
@@ -268,6 +346,7 @@ def prepare_block(
     batch_size: int,
     device: torch.device | str,
     keep_nan: bool,
+    companions: Sequence[tuple[BlockLayout, int, int]] = (),
 ) -> PreparedBlock:
     """Cut a block into the encoder's tile batches (no encoder needed: this runs ahead, in a reader thread).
 
@@ -283,28 +362,42 @@ def prepare_block(
         batch_size: Tiles per forward pass.
         device: The encoder's device.
         keep_nan: Leave invalid pixels NaN (encoders whose meta says ``accepts_nan``).
+        companions: ``(layout, n_rows, n_cols)`` of each companion grid in the block (:class:`Companion`); a tile
+            is encoded when it holds a kept patch of any grid.
 
     Returns:
         The block's tile batches and patch validity.
+
+    Raises:
+        ParameterError: A companion's tiles are not this layout's (:func:`can_share_tiles`).
     """
-    vf = patch_valid_fraction(valid, layout.size, layout.stride, n_rows, n_cols)
-    keep = (vf >= min_valid) & (vf > 0)
-    if not keep.any():
-        return PreparedBlock(n_rows, n_cols, vf, keep, ())
-    ext_y, ext_x = layout.block_extent(n_rows), layout.block_extent(n_cols)
+    own = _grid_patches(valid, layout, n_rows, n_cols, min_valid)
+    others = []
+    for other, rows, cols in companions:
+        if not can_share_tiles(layout, other):
+            raise ParameterError(f"patches of {other.size} px cannot be pooled from the tiles of {layout.size} px ones")
+        others.append(_grid_patches(valid, other, rows, cols, min_valid))
+    grids = ((layout, own), *zip((c[0] for c in companions), others, strict=True))
+    if not any(g.keep.any() for _, g in grids):
+        return PreparedBlock(n_rows, n_cols, own.valid_fraction, own.keep, (), tuple(others))
+    n_ty = max(lay.n_tiles(g.n_rows) for lay, g in grids)
+    n_tx = max(lay.n_tiles(g.n_cols) for lay, g in grids)
+    step, extent = layout.tile, layout.tile_extent
+    ext_y, ext_x = (n_ty - 1) * step + extent, (n_tx - 1) * step + extent
     pad = ((0, 0), (0, max(0, ext_y - refl.shape[1])), (0, max(0, ext_x - refl.shape[2])))
     pixels = np.pad(refl, pad, mode="reflect") if any(p[1] for p in pad) else refl
     mask = np.pad(valid, pad[1:], mode="reflect") if any(p[1] for p in pad) else valid
     token = layout.token
-    pt, step, extent = layout.per_tile, layout.tile, layout.tile_extent
     n_tok = extent // token
     clear = bool(mask.all())
-    tiles = [
-        (ky, kx)
-        for ky in range(layout.n_tiles(n_rows))
-        for kx in range(layout.n_tiles(n_cols))
-        if keep[ky * pt : (ky + 1) * pt, kx * pt : (kx + 1) * pt].any()
-    ]
+
+    def needed(ky: int, kx: int) -> bool:
+        return any(
+            g.keep[ky * lay.per_tile : (ky + 1) * lay.per_tile, kx * lay.per_tile : (kx + 1) * lay.per_tile].any()
+            for lay, g in grids
+        )
+
+    tiles = [(ky, kx) for ky in range(n_ty) for kx in range(n_tx) if needed(ky, kx)]
     batches = []
     with torch.inference_mode():
         for start in range(0, len(tiles), batch_size):
@@ -321,47 +414,69 @@ def prepare_block(
                 ).astype(np.float32)
                 token_valid = vmask.reshape(len(batch), n_tok, token, n_tok, token).mean(axis=(2, 4))
             batches.append(TileBatch(batch, x, torch.from_numpy(token_valid).to(device)))
-    return PreparedBlock(n_rows, n_cols, vf, keep, tuple(batches))
+    return PreparedBlock(n_rows, n_cols, own.valid_fraction, own.keep, tuple(batches), tuple(others))
 
 
 def encode_block(
-    encoder: Encoder, block: PreparedBlock, layout: BlockLayout
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    encoder: Encoder, block: PreparedBlock, layout: BlockLayout, companions: Sequence[BlockLayout] = ()
+) -> Outputs:
     """Run the encoder on a prepared block's tiles and pool its feature maps onto the block's patches.
 
     Args:
         encoder: The encoder (on the device the block was prepared for).
         block: The block (:func:`prepare_block`).
         layout: Blocks and tiles.
+        companions: The layouts of the block's companion grids (as prepared), each pooled from the same features.
 
     Returns:
-        ``embedding (n_rows, n_cols, D)`` (NaN where not embedded) and ``valid_fraction (n_rows, n_cols)``.
+        Per grid (``layout``'s, then the companions'): ``embedding (n_rows, n_cols, D)`` (NaN where not embedded)
+        and ``valid_fraction (n_rows, n_cols)``.
 
     Raises:
-        ParameterError: The encoder's feature map does not have the shape its metadata promises.
+        ParameterError: The encoder's feature map does not have the shape its metadata promises, or the companions
+            are not the block's.
     """
-    n_rows, n_cols, pt = block.n_rows, block.n_cols, layout.per_tile
-    emb = np.full((n_rows, n_cols, encoder.embed_dim), np.nan, dtype=np.float32)
-    if not block.batches:
-        return emb, block.valid_fraction
-    weights = overlap_matrix(pt, layout.size, layout.stride, layout.tokens_per_tile, layout.token)
-    a = torch.from_numpy(weights).to(device=encoder.device, dtype=torch.float32)
-    expected = (encoder.embed_dim, layout.tokens_per_tile, layout.tokens_per_tile)
-    with torch.inference_mode():
-        for batch in block.batches:
-            features = encoder.feature_map(batch.x)
-            if tuple(features.shape[1:]) != expected:
-                raise ParameterError(
-                    f"encoder {encoder.meta.name!r} returned features {tuple(features.shape)!r} for tiles "
-                    f"{tuple(batch.x.shape)!r}; expected (N, {expected[0]}, {expected[1]}, {expected[2]}) as its "
-                    "meta says"
-                )
-            pooled = pool_feature_map(features.float(), a, a, batch.token_valid).permute(0, 2, 3, 1).cpu().numpy()
-            for (ky, kx), values in zip(batch.tiles, pooled, strict=True):
-                rr, cc = min(pt, n_rows - ky * pt), min(pt, n_cols - kx * pt)
-                emb[ky * pt : ky * pt + rr, kx * pt : kx * pt + cc] = values[:rr, :cc]
-    emb[~block.keep] = np.nan
-    return emb, block.valid_fraction
+    grids = block.grids
+    layouts = (layout, *companions)
+    if len(layouts) != len(grids):
+        raise ParameterError(f"{len(companions)} companion layouts given for a block of {len(grids) - 1} companions")
+    n_tok = layout.tokens_per_tile
+    embs = [np.full((g.n_rows, g.n_cols, encoder.embed_dim), np.nan, dtype=np.float32) for g in grids]
+    if block.batches:
+        pools = []
+        for lay in layouts:  # each grid's patches over the same tokens of a tile
+            weights = overlap_matrix(lay.per_tile, lay.size, lay.stride, n_tok, lay.token)
+            pools.append(torch.from_numpy(weights).to(device=encoder.device, dtype=torch.float32))
+        expected = (encoder.embed_dim, n_tok, n_tok)
+        with torch.inference_mode():
+            for batch in block.batches:
+                features = encoder.feature_map(batch.x)
+                if tuple(features.shape[1:]) != expected:
+                    raise ParameterError(
+                        f"encoder {encoder.meta.name!r} returned features {tuple(features.shape)!r} for tiles "
+                        f"{tuple(batch.x.shape)!r}; expected (N, {expected[0]}, {expected[1]}, {expected[2]}) as its "
+                        "meta says"
+                    )
+                for lay, g, a, emb in zip(layouts, grids, pools, embs, strict=True):
+                    pooled = pool_feature_map(features.float(), a, a, batch.token_valid).permute(0, 2, 3, 1)
+                    _place(emb, pooled.cpu().numpy(), batch.tiles, lay.per_tile, g)
+    for g, emb in zip(grids, embs, strict=True):
+        emb[~g.keep] = np.nan
+    return tuple((emb, g.valid_fraction) for g, emb in zip(grids, embs, strict=True))
+
+
+def _place(
+    emb: NDArray[np.float32],
+    pooled: NDArray[np.float32],
+    tiles: Sequence[tuple[int, int]],
+    per_tile: int,
+    grid: BlockPatches,
+) -> None:
+    """Copy each tile's pooled patches into the block's ``emb`` (a tile past the grid's last patch adds none)."""
+    for (ky, kx), values in zip(tiles, pooled, strict=True):
+        rr, cc = min(per_tile, grid.n_rows - ky * per_tile), min(per_tile, grid.n_cols - kx * per_tile)
+        if rr > 0 and cc > 0:
+            emb[ky * per_tile : ky * per_tile + rr, kx * per_tile : kx * per_tile + cc] = values[:rr, :cc]
 
 
 def embed_block(
@@ -405,7 +520,7 @@ def embed_block(
         device=encoder.device,
         keep_nan=encoder.meta.accepts_nan,
     )
-    return encode_block(encoder, block, layout)
+    return encode_block(encoder, block, layout)[0]
 
 
 def _hook(plan: TaskPlan) -> Callable[[], None] | None:
@@ -423,6 +538,12 @@ def load_block(plan: TaskPlan, source: SeriesSource, t: int, br: int, bc: int) -
     y0, x0 = r0 * layout.stride, c0 * layout.stride
     ys = slice(y0, min(layout.height, y0 + layout.block_extent(r1 - r0)))
     xs = slice(x0, min(layout.width, x0 + layout.block_extent(c1 - c0)))
+    companions = []
+    for lay in plan.layouts[1:]:  # the same block of each companion grid; it may need more tiles at the edges
+        q0, q1, p0, p1 = lay.block_patches(br, bc)
+        companions.append((lay, q1 - q0, p1 - p0))
+        ys = slice(y0, min(layout.height, max(ys.stop, y0 + lay.block_extent(q1 - q0))))
+        xs = slice(x0, min(layout.width, max(xs.stop, x0 + lay.block_extent(p1 - p0))))
     refl, valid = source.read(t, ys, xs)
     return prepare_block(
         refl,
@@ -435,24 +556,34 @@ def load_block(plan: TaskPlan, source: SeriesSource, t: int, br: int, bc: int) -
         batch_size=plan.batch_size,
         device=encoder.device,
         keep_nan=encoder.meta.accepts_nan,
+        companions=companions,
     )
 
 
-def write_task(
-    plan: TaskPlan, t: int, br: int, bc: int, embedding: NDArray[np.float32], valid_fraction: NDArray[np.float32]
-) -> int:
-    """Write a task's chunks, then its flag (the part of a task after the encoder).
+def write_task(plan: TaskPlan, t: int, br: int, bc: int, outputs: Outputs) -> int:
+    """Write a task's chunks, then its flag, in each of its stores in turn (the part of a task after the encoder).
+
+    Args:
+        plan: The run's plan.
+        t: Date index.
+        br: Block row.
+        bc: Block column.
+        outputs: ``(embedding, valid_fraction)`` per store (:data:`Outputs`).
 
     Returns:
-        The number of patches written.
+        The number of patches written to the plan's own store.
+
+    Raises:
+        ParameterError: ``outputs`` does not have one entry per store.
     """
-    layout = plan.layout
+    if len(outputs) != len(plan.stores):
+        raise ParameterError(f"a task of {len(plan.stores)} stores gave {len(outputs)} outputs")
     hook = _hook(plan)
-    write_block(
-        plan.store, t, br, bc, layout=layout, embedding=embedding, valid_fraction=valid_fraction, before_flag=hook
-    )
+    for store, lay, (embedding, valid_fraction) in zip(plan.stores, plan.layouts, outputs, strict=True):
+        write_block(store, t, br, bc, layout=lay, embedding=embedding, valid_fraction=valid_fraction, before_flag=hook)
+        hook = None  # the resume tests' kill comes before the first flag
     _TASKS_DONE[0] += 1
-    r0, r1, c0, c1 = layout.block_patches(br, bc)
+    r0, r1, c0, c1 = plan.layout.block_patches(br, bc)
     return (r1 - r0) * (c1 - c0)
 
 
@@ -475,8 +606,8 @@ def run_task(plan: TaskPlan, source: BlockSource, t: int, br: int, bc: int) -> i
     """
     encoder = get_encoder(plan.encoder)
     block = source.load(plan, t, br, bc)
-    emb, vf = encode_block(encoder, block, plan.layout)
+    outputs = encode_block(encoder, block, plan.layout, plan.layouts[1:])
     if plan.writer is not None:
-        plan.writer(t, br, bc, emb, vf)
+        plan.writer(t, br, bc, outputs)
         return block.n_rows * block.n_cols
-    return write_task(plan, t, br, bc, emb, vf)
+    return write_task(plan, t, br, bc, outputs)

@@ -57,9 +57,10 @@ IVF_PROBES = 32
 sub-patches (295 000 states, 26-d spectral, 1085 cells), recall@150 against the exact search was 0.978 / 0.997 /
 0.9996 / 1.0 at 8 / 16 / 32 / 64 probes for 0.06 / 0.10 / 0.15 / 0.21 s per 1000 queries."""
 REDO_INDEXED = 1024
-"""A date whose patches lack scorable candidates for at least this many queries searches them in an IVF index of
-its scorable states (trained once for the date) rather than exhaustively (about 2.3 s per 1000 queries at 295 000
-states); fewer queries take the exact flat search."""
+"""A date whose patches lack scorable candidates for at least this many queries (extrapolated from the share of a
+chunk of patches that lack them) searches them in an IVF index of its scorable states (trained once for the date)
+rather than exhaustively (about 2.3 s per 1000 queries at 295 000 states); fewer queries take the exact flat
+search."""
 EXACT_PEERS = 50_000
 """Patches up to which peers come from an exact search (scikit-learn, float64); above, from a faiss IVF index."""
 _KNN = "brute"
@@ -150,8 +151,8 @@ def peer_scores(
                 np.array(ref[t]),
                 count,
                 src_d,
-                n_peers + extra + 1,
-                exact_limit,
+                pos_d,
+                _Fetch(n_peers, exclusion, exact_limit),
                 dask_key_name=f"peer-table-{t}-{uuid.uuid4().hex}",
             )
         own = None if loo is None else loo[t]
@@ -198,7 +199,6 @@ def _score_date(
     idx = np.nonzero(ok)[0]
     n_eff = min(job.n_peers, len(idx) - 1)  # small AOIs: every other scorable patch is a candidate peer
     state = table.state[idx]
-    n_query = min(len(idx), n_eff + job.extra + 1)
     xt = src.date(t)[idx]
     delta = xt - state  # each patch's change since its reference state
     if loo is not None and loo.any():  # reference observations: since the mean of the others
@@ -210,16 +210,18 @@ def _score_date(
     pidx = pos[idx]
     scores = np.full(len(idx), np.nan)
     step = min(job.chunk, max(16, GATHER_BYTES // (8 * n_eff * delta.shape[1])))
-    for lo in range(0, len(idx), step):  # bounded memory: (step, n_query) neighbours, (step, n_peers, D)
+    local = np.full(ok.shape[0], -1, dtype=np.intp)
+    local[idx] = np.arange(len(idx))
+    for lo in range(0, len(idx), step):  # bounded memory: (step, n_peers) neighbours, (step, n_peers, D)
         sl = slice(lo, lo + step)
-        nb = table.neighbours(idx, ok, n_query, sl, search)
-        here = pidx[sl]
-        far = (np.abs(pidx[nb, 0] - here[:, None, 0]) > job.exclusion) | (
-            np.abs(pidx[nb, 1] - here[:, None, 1]) > job.exclusion
-        )
-        order = np.argsort(~far, axis=1, kind="stable")[:, :n_eff]  # the closest far-away patches first
-        peers = np.take_along_axis(nb, order, axis=1)
-        mask = np.take_along_axis(far, order, axis=1)
+        peers, mask = table.neighbours(idx, ok, local, n_eff, sl)
+        redo = np.nonzero(mask.sum(axis=1) < n_eff)[0]
+        if redo.size:  # too many of the table's candidates unusable this date: search the scorable ones
+            rows = np.arange(lo, min(lo + step, len(idx)))[redo]
+            n_query = min(len(idx), n_eff + job.extra + 1)
+            many = redo.size * len(idx) >= REDO_INDEXED * len(peers)  # at this chunk's rate, for the whole date
+            found = search.kneighbors(state[rows], n_query, indexed=many)
+            peers[redo], mask[redo] = _far_first(found, pidx, pidx[rows], job.exclusion, n_eff)
         scores[sl] = _score_against_peers(
             delta[sl], delta[peers], mask, job.method, min(job.k_nearest, n_eff), job.n_neighbors
         )
@@ -293,15 +295,56 @@ class _Search:
         return out
 
 
+def _far_first(
+    found: NDArray[np.intp], positions: NDArray[np.integer], here: NDArray[np.integer], exclusion: int, n_keep: int
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """The first ``n_keep`` of each row's neighbours ``found`` (nearest first, -1 = none) that lie far away.
+
+    Args:
+        found: ``(n, k)`` neighbour indices into ``positions``.
+        positions: ``(M, 2)`` patch ``(row, col)`` of the states ``found`` indexes.
+        here: ``(n, 2)`` the querying patches' positions.
+        exclusion: Patches within this many rows and columns are not far.
+        n_keep: Neighbours kept per row.
+
+    Returns:
+        ``(neighbours, far)``, each ``(n, n_keep)``: the far neighbours, nearest first, then near ones (``far``
+        False) where a row has fewer far ones.
+    """
+    nb = np.where(found >= 0, found, 0)
+    near = (np.abs(positions[nb, 0] - here[:, None, 0]) <= exclusion) & (
+        np.abs(positions[nb, 1] - here[:, None, 1]) <= exclusion
+    )
+    far = ~near & (found >= 0)
+    order = np.argsort(~far, axis=1, kind="stable")[:, :n_keep]  # the closest far-away patches first
+    return np.take_along_axis(nb, order, axis=1), np.take_along_axis(far, order, axis=1)
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    """How many far-away candidates the peer table keeps per patch (:meth:`_PeerTable.build`)."""
+
+    n_peers: int
+    exclusion: int
+    exact_limit: int
+
+    def size(self, n_states: int) -> int:
+        """Candidates kept: twice the peers a date needs up to ``exact_limit`` states, 1.5 times above."""
+        spare = 2 * self.n_peers if n_states <= self.exact_limit else (3 * self.n_peers) // 2
+        return min(n_states, spare)
+
+
 class _PeerTable:
-    """Nearest reference states of every patch, shared by the dates that have the same reference mask.
+    """Nearest far-away reference states of every patch, shared by the dates that have the same reference mask.
 
     With the ``"first"`` reference every date has the same reference states, so the nearest-neighbour search (the
-    bulk of the cost) runs once instead of once per date. Each date then keeps, per patch, the nearest candidates
-    that are scorable that date; a patch with too few of them among those fetched (a very cloudy date) is searched
-    again among that date's scorable patches only, so the peers are exactly the ones a search per date would find
-    (up to the approximation of faiss above ``exact_limit`` patches). The table is ``int32``: ``N x fetch`` indices,
-    with ``fetch`` twice the candidates a date needs up to ``exact_limit`` patches and 1.5 times above.
+    bulk of the cost) runs once instead of once per date. The spatial exclusion does not depend on the date either,
+    so the table keeps only candidates outside each patch's exclusion window. Each date then keeps, per patch, the
+    nearest candidates that are scorable that date; a patch with too few of them (a very cloudy date) is searched
+    again among that date's scorable patches only (:func:`_score_date`), so the peers are exactly the ones a search
+    per date would find (up to the approximation of faiss above ``exact_limit`` patches). The table is ``int32``:
+    ``N x fetch`` indices, with ``fetch`` twice the peers a date needs up to ``exact_limit`` patches and 1.5 times
+    above (:class:`_Fetch`).
     """
 
     def __init__(self, ref: NDArray[np.bool_], state: F64, table: NDArray[np.int32]) -> None:
@@ -311,9 +354,14 @@ class _PeerTable:
 
     @classmethod
     def build(
-        cls, ref: NDArray[np.bool_], count: NDArray[np.integer], src: DateSource, n_fetch: int, exact_limit: int
+        cls,
+        ref: NDArray[np.bool_],
+        count: NDArray[np.integer],
+        src: DateSource,
+        positions: NDArray[np.integer],
+        fetch: _Fetch,
     ) -> _PeerTable:
-        """Reference states (``ref (T, N)``: reference observations of one date) and their nearest neighbours."""
+        """Reference states (``ref (T, N)``: reference observations of one date) and their far-away neighbours."""
         n_t, n, dim = src.shape
         has = np.nonzero(count > 0)[0]
         state = np.zeros((n, dim))
@@ -321,44 +369,40 @@ class _PeerTable:
             if ref[j].any():
                 state[ref[j]] += src.date(j)[ref[j]]
         state[has] /= count[has, None]
-        fetch = 2 * n_fetch if len(has) <= exact_limit else (3 * n_fetch) // 2
-        table = np.full((n, min(len(has), fetch)), -1, dtype=np.int32)
-        search = _Search(state[has], exact_limit)
+        keep = fetch.size(len(has))
+        table = np.full((n, keep), -1, dtype=np.int32)
+        search = _Search(state[has], fetch.exact_limit)
+        wanted = keep + (2 * fetch.exclusion + 1) ** 2  # enough to keep `keep` after the exclusion window
+        pos = np.asarray(positions)[has]
         for lo in range(0, len(has), _QUERY_CHUNK):  # bounded memory: a chunk of neighbour lists at a time
             rows = has[lo : lo + _QUERY_CHUNK]
-            nb = search.kneighbors(state[rows], table.shape[1])
-            table[rows] = np.where(nb >= 0, has[np.maximum(nb, 0)], -1)
+            found = search.kneighbors(state[rows], wanted)
+            nb, far = _far_first(found, pos, pos[lo : lo + len(rows)], fetch.exclusion, keep)
+            table[rows] = np.where(far, has[nb], -1)
         return cls(np.array(ref, copy=True), state, table)
 
     def neighbours(
-        self, idx: NDArray[np.intp], ok: NDArray[np.bool_], n_query: int, rows: slice, search: _Search
-    ) -> NDArray[np.intp]:
-        """The ``n_query`` nearest scorable patches (itself included), nearest first, of the patches ``idx[rows]``.
+        self, idx: NDArray[np.intp], ok: NDArray[np.bool_], local: NDArray[np.intp], n_keep: int, rows: slice
+    ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """The ``n_keep`` nearest scorable far-away candidates of the patches ``idx[rows]``, nearest first.
 
         Args:
             idx: The scorable patches of the date.
             ok: ``(N,)`` scorable patches of the date.
-            n_query: Neighbours wanted.
+            local: ``(N,)`` each patch's position in ``idx`` (-1 where not scorable).
+            n_keep: Candidates wanted.
             rows: Which of ``idx`` to look up.
-            search: A search over ``state[idx]``, for the patches that lack scorable candidates.
 
         Returns:
-            ``(len(idx[rows]), n_query)`` positions in ``idx``.
+            ``(neighbours, found)``, each ``(len(idx[rows]), n_keep)``: positions in ``idx``, and False where the
+            table held fewer usable candidates (those rows must be searched again).
         """
-        local = np.full(ok.shape[0], -1, dtype=np.intp)
-        local[idx] = np.arange(len(idx))
         cand = self.table[idx[rows]]
         usable = (cand >= 0) & ok[np.maximum(cand, 0)]
-        keep = usable & (np.cumsum(usable, axis=1) <= n_query)
-        enough = keep.sum(axis=1) == n_query
-        first = np.argsort(~keep, axis=1, kind="stable")[:, :n_query]  # kept candidates, in distance order
-        nb = local[np.take_along_axis(cand, first, axis=1)]
-        redo = np.nonzero(~enough)[0]
-        if redo.size:  # too many of the fetched candidates unusable this date: search among the scorable ones
-            many = redo.size >= REDO_INDEXED
-            found = search.kneighbors(self.state[idx[rows][redo]], n_query, indexed=many)
-            nb[redo] = np.where(found >= 0, found, nb[redo])
-        return nb
+        first = np.argsort(~usable, axis=1, kind="stable")[:, :n_keep]  # usable candidates, in distance order
+        found = np.take_along_axis(usable, first, axis=1)
+        nb = local[np.maximum(np.take_along_axis(cand, first, axis=1), 0)]
+        return np.where(found, nb, 0), found
 
 
 def _score_against_peers(

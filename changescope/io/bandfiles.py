@@ -30,7 +30,8 @@ from rasterio.warp import transform as transform_coords
 from rasterio.windows import Window
 
 from changescope.errors import BandMismatchError, ParameterError
-from changescope.io.raster import DEFAULT_CHUNK, RasterMeta, damaged, lazy_blocks, open_raster
+from changescope.io.handles import cached_raster
+from changescope.io.raster import DEFAULT_CHUNK, RasterMeta, damaged, lazy_blocks
 from changescope.io.resample import read_refined, refines
 from changescope.series import BandInfo
 from changescope.storepath import AnyPath
@@ -271,7 +272,7 @@ def _read_block(
     nodata: float | None,
     refined: bool = False,
 ) -> np.ndarray:
-    with open_raster(path) as src:
+    with cached_raster(path) as src:
         try:
             if grid is None:
                 out: np.ndarray = src.read(1, window=window)

@@ -140,22 +140,23 @@ def test_a_cloudy_date_searches_its_scorable_patches_in_an_index_and_keeps_the_s
     times = pd.date_range("2020-01-01", periods=n_t, freq="MS")
     rr, cc = np.divmod(np.arange(side * side), side)
     pos = np.stack([rr, cc], axis=1)
-    built: list[bool] = []
+    built: list[tuple[bool, int]] = []
     original = context_module._Search.kneighbors
 
     def spy(self: object, query: np.ndarray, k: int, *, indexed: bool = True) -> np.ndarray:
-        built.append(indexed)
+        built.append((indexed, len(query)))
         return original(self, query, k, indexed=indexed)  # type: ignore[arg-type]
 
     exact = peer_scores(X, valid, times, pos, exact_limit=10**9)
     monkeypatch.setattr(context_module._Search, "kneighbors", spy)
     monkeypatch.setattr(context_module, "REDO_INDEXED", 10**9)
     flat = peer_scores(X, valid, times, pos, exact_limit=100)
-    assert built and not any(built[1:])  # the table's index, then exhaustive searches for the cloudy date
+    assert built and not any(ix for ix, _ in built[1:])  # the table's index, then exhaustive searches
     built.clear()
     monkeypatch.setattr(context_module, "REDO_INDEXED", 16)
     indexed = peer_scores(X, valid, times, pos, exact_limit=100)
-    assert len(built) > 1 and all(built)  # the cloudy date's queries went to an index of its scorable patches
+    many = [ix for ix, n in built[1:] if n >= 16]  # the cloudy date's queries (a clear date may redo one or two)
+    assert many and all(many)  # went to an index of its scorable patches
     fin = np.isfinite(exact)
     for approx in (flat, indexed):
         np.testing.assert_array_equal(fin, np.isfinite(approx))

@@ -199,13 +199,16 @@ def _score_date(
     idx = np.nonzero(ok)[0]
     n_eff = min(job.n_peers, len(idx) - 1)  # small AOIs: every other scorable patch is a candidate peer
     state = table.state[idx]
-    xt = src.date(t)[idx]
-    delta = xt - state  # each patch's change since its reference state
+    delta = src.date(t)[idx]  # becomes each patch's change since its reference state, in place
+    own, since_others = None, None
     if loo is not None and loo.any():  # reference observations: since the mean of the others
         own = loo[idx]
         c = count[idx][own, None].astype(np.float64)
-        delta[own] = xt[own] - (state[own] * c - xt[own]) / (c - 1)
-    del xt
+        x_own = delta[own]
+        since_others = x_own - (state[own] * c - x_own) / (c - 1)
+    delta -= state
+    if own is not None:
+        delta[own] = since_others
     search = _Search(state, job.exact_limit)
     pidx = pos[idx]
     scores = np.full(len(idx), np.nan)

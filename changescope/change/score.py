@@ -346,10 +346,13 @@ class ChangeScorer:
             )
         self.raw_scores_ = raw
         self.scored_ = np.isfinite(raw)
-        z = robust_zscore(both) if self.normalize else both
-        self.scores_ = np.where(nm, np.nan, z)
         self.null_raw_ = np.where(nm, both, np.nan)
-        self.null_scores_ = np.where(nm, z, np.nan)
+        if self.normalize:
+            z = robust_zscore(both)
+            self.scores_ = np.where(nm, np.nan, z)
+            self.null_scores_ = np.where(nm, z, np.nan)
+        else:  # the same values: share them ((T, N) arrays are this path's memory on large AOIs)
+            self.scores_, self.null_scores_ = raw, self.null_raw_
         return self
 
     def _make(self) -> PatchDistance | PatchLOF:

@@ -247,8 +247,15 @@ class StoreSource:
         return x
 
     def date(self, t: int) -> F64:
-        """``(N, D)`` embeddings of date ``t``, zero where not usable."""
-        return np.where(self.valid[t][:, None], self._scaled(self.load(t)), 0.0)
+        """``(N, D)`` embeddings of date ``t``, zero where not usable (scaled in place: one ``(N, D)`` array)."""
+        x = np.asarray(self.load(t), dtype=np.float64)
+        if not (x.flags.owndata and x.flags.writeable):  # a view of something the loader keeps
+            x = x.copy()
+        if self.center is not None and self.spread is not None:
+            x -= self.center
+            x /= self.spread
+        x[~self.valid[t]] = 0.0
+        return x
 
     def patches(self, idx: NDArray[np.intp]) -> F64:
         """``(T, len(idx), D)`` embeddings of patches ``idx`` (one date read at a time)."""

@@ -206,6 +206,7 @@ def score_store(
         scorer.fit_source(source, times, positions=positions, breaks=seg)
         raw = scorer.raw_scores_.reshape(n_t, n_rows, n_cols)
         null_raw = scorer.null_raw_.reshape(n_t, n_rows, n_cols)
+        del scorer  # and the (T, N) arrays this function does not use
     else:  # each patch on its own: chunks of patch rows, standardised with the statistics of the whole store
         step = rows_per_chunk or max(1, int(2_000_000 // max(1, n_t * n_cols * dim)))
         raw = np.full((n_t, n_rows, n_cols), np.nan)
@@ -221,10 +222,12 @@ def score_store(
             scorer.fit(X, valid, times, breaks=seg)
             raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
     used = source.valid.reshape(n_t, n_rows, n_cols)
-    is_null = np.isfinite(null_raw)
-    both = robust_zscore(np.where(is_null, null_raw, raw).reshape(n_t, -1))
-    z = np.where(is_null.reshape(n_t, -1), np.nan, both)
-    null_z = np.where(is_null.reshape(n_t, -1), both, np.nan)
+    is_null = np.isfinite(null_raw).reshape(n_t, -1)
+    both = robust_zscore(np.where(is_null, null_raw.reshape(n_t, -1), raw.reshape(n_t, -1)))
+    z = np.where(is_null, np.nan, both)
+    null_z = both  # (T, N) arrays are the score stage's memory: reuse this one
+    null_z[~is_null] = np.nan
+    del both, is_null
     scores, pending = _confirmed(z, config.confirm)
     null_scores, short = _confirmed(null_z, config.confirm)
     null_scores[short] = np.nan  # confirmed within the reference period only

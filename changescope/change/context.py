@@ -38,6 +38,7 @@ from changescope.change.schedule import compute_dates
 from changescope.change.scorers import PatchLOF
 from changescope.change.source import ArraySource, DateSource
 from changescope.errors import ParameterError
+from changescope.heap import release
 
 __all__ = ["null_mask", "peer_scores"]
 
@@ -56,6 +57,11 @@ IVF_PROBES = 32
 """Cells searched per query (the nearest ones): recall against cost. On a whole synthetic Sentinel-2 tile's 16 px
 sub-patches (295 000 states, 26-d spectral, 1085 cells), recall@150 against the exact search was 0.978 / 0.997 /
 0.9996 / 1.0 at 8 / 16 / 32 / 64 probes for 0.06 / 0.10 / 0.15 / 0.21 s per 1000 queries."""
+REDO_PROBES = 8
+"""Cells searched per query by a date's own index (:data:`REDO_INDEXED`): on a cloudy date most patches lack
+usable candidates in the table and are searched again, so this search sets the stage's time (recall@150 0.978 at 8
+probes on the whole tile's sub-patches, 4x faster than 32; the 24-date whole tile spent 58 % of its score stage
+in these searches at 32 probes)."""
 REDO_INDEXED = 1024
 """A date whose patches lack scorable candidates for at least this many queries (extrapolated from the share of a
 chunk of patches that lack them) searches them in an IVF index of its scorable states (trained once for the date)
@@ -209,7 +215,7 @@ def _score_date(
     delta -= state
     if own is not None:
         delta[own] = since_others
-    search = _Search(state, job.exact_limit)
+    search = _Search(state, job.exact_limit, probes=REDO_PROBES)
     pidx = pos[idx]
     scores = np.full(len(idx), np.nan)
     step = min(job.chunk, max(16, GATHER_BYTES // (8 * n_eff * delta.shape[1])))
@@ -228,6 +234,8 @@ def _score_date(
         scores[sl] = _score_against_peers(
             delta[sl], delta[peers], mask, job.method, min(job.k_nearest, n_eff), job.n_neighbors
         )
+    del search, delta, state
+    release()  # what this date allocated goes back to the system before the next date
     return idx, scores
 
 
@@ -250,9 +258,10 @@ class _Search:
     The index is built on first use, so a date whose peers all come from the shared table builds none.
     """
 
-    def __init__(self, state: F64, exact_limit: int) -> None:
+    def __init__(self, state: F64, exact_limit: int, *, probes: int = IVF_PROBES) -> None:
         self.state = state
         self.exact_limit = exact_limit
+        self.probes = probes
         self._model: Any = None
         self._faiss: dict[bool, Any] = {}
 
@@ -285,7 +294,7 @@ class _Search:
                 model.cp.seed = 0
                 step = max(1, len(data) // (IVF_TRAIN_PER_CELL * nlist))
                 model.train(data[::step])
-                model.nprobe = min(nlist, IVF_PROBES)
+                model.nprobe = min(nlist, self.probes)
             else:
                 model = faiss.IndexFlatL2(dim)
             model.add(data)
@@ -382,6 +391,8 @@ class _PeerTable:
             found = search.kneighbors(state[rows], wanted)
             nb, far = _far_first(found, pos, pos[lo : lo + len(rows)], fetch.exclusion, keep)
             table[rows] = np.where(far, has[nb], -1)
+        del search
+        release()
         return cls(np.array(ref, copy=True), state, table)
 
     def neighbours(

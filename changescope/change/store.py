@@ -35,6 +35,7 @@ from changescope.change.score import ChangeScorer, confirm_scores, robust_zscore
 from changescope.change.source import StoreSource, streamed_stats
 from changescope.config import EmbedConfig, RunConfig, ScoreConfig
 from changescope.errors import ParameterError
+from changescope.heap import release
 
 __all__ = [
     "Nulls",
@@ -231,6 +232,8 @@ def score_store(
     scores, pending = _confirmed(z, config.confirm)
     null_scores, short = _confirmed(null_z, config.confirm)
     null_scores[short] = np.nan  # confirmed within the reference period only
+    del source, short
+    release()
     shape = raw.shape
     return StoreScores(
         raw,

@@ -1,14 +1,17 @@
 """Give freed memory back to the operating system between the large steps of a run (glibc only).
 
-The score stage of a whole tile allocates and frees arrays of every size date after date: a date's embeddings and
-changes, chunks of neighbour lists, the inverted lists of a faiss index built for a cloudy date. glibc's allocator
-keeps what is freed inside its heap for reuse, and raises its ``mmap`` threshold each time a large block is freed
-(up to 32 MiB), so more and more mid-sized arrays land in that heap; fragmented, it is not given back. On the
-24-date whole tile the process' heap held 750 MiB while its live arrays needed far less, and the stage's RSS grew
-past its bound. dask's ``distributed`` does the same for its workers (``MALLOC_TRIM_THRESHOLD_``).
+A whole-tile run allocates and frees arrays of every size, block after block and date after date: blocks of pixels
+in the reader thread, feature maps and chunks in the writer thread, a date's embeddings and changes, chunks of
+neighbour lists, the inverted lists of a faiss index built for a cloudy date. glibc's allocator keeps what is freed
+for reuse, in one arena per thread, and raises its ``mmap`` threshold each time a large block is freed (up to
+32 MiB), so more and more mid-sized arrays land in those arenas; fragmented, they are not given back. Measured on the
+24-date whole tile: the score stage's main heap held 750 MiB; during the embedding the RSS grew by ~35 MiB a minute,
+981 MiB of it in thread arenas. dask's ``distributed`` trims its workers for the same reason
+(``MALLOC_TRIM_THRESHOLD_``).
 
-:func:`release` calls ``malloc_trim(0)``, which returns the free pages of every arena to the system; the stages call
-it after each date and each store. Elsewhere (macOS, musl, Windows) it does nothing.
+:func:`release` calls ``malloc_trim(0)``, which returns the free pages of every arena to the system; the embedding
+calls it after each task, the score stage after each date, table and store. Elsewhere (macOS, musl, Windows) it
+does nothing.
 """
 
 from __future__ import annotations

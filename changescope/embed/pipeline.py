@@ -38,6 +38,7 @@ from changescope.encoders.bands import normalize
 from changescope.encoders.base import Encoder, Normalization
 from changescope.encoders.registry import create_encoder
 from changescope.errors import ParameterError
+from changescope.heap import release
 from changescope.series import reflectance
 from changescope.storepath import StorePath
 
@@ -607,7 +608,11 @@ def run_task(plan: TaskPlan, source: BlockSource, t: int, br: int, bc: int) -> i
     encoder = get_encoder(plan.encoder)
     block = source.load(plan, t, br, bc)
     outputs = encode_block(encoder, block, plan.layout, plan.layouts[1:])
+    n_patches = block.n_rows * block.n_cols
+    del block
     if plan.writer is not None:
         plan.writer(t, br, bc, outputs)
-        return block.n_rows * block.n_cols
-    return write_task(plan, t, br, bc, outputs)
+    else:
+        n_patches = write_task(plan, t, br, bc, outputs)
+    release()  # the reader's, encoder's and writer's freed blocks go back to the system (changescope.heap)
+    return n_patches

@@ -27,8 +27,8 @@ print(done, before, rss())
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_release_returns_freed_heap_memory() -> None:
-    # glibc's own tuning variables (dask's nanny sets MALLOC_TRIM_THRESHOLD_ in this process) fix its thresholds and
-    # would keep the arrays out of the heap: the child runs with the allocator's defaults
+    # glibc's tuning variables (CI's test process had MALLOC_TRIM_THRESHOLD_ set, which dask sets for its workers)
+    # fix its thresholds and keep the arrays out of the heap: the child runs with the allocator's defaults
     env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
     out = subprocess.run(
         [sys.executable, "-c", CHILD], capture_output=True, text=True, check=True, timeout=120, env=env

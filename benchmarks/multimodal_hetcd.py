@@ -152,6 +152,7 @@ def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[n
                 "proj_dim": 64,
                 "context": args.context,
                 "roi": 16,
+                "pooling": args.pooling,
             },
             "optim": {
                 "epochs": args.epochs,
@@ -169,7 +170,8 @@ def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[n
     result = train_multimodal(config, cast(Any, train_set), None, progress=False)
     model, _ = load_model(result.last)
     optical, sar, _ = normalise_pair(read_pair_arrays(sample))
-    return change_map(model, optical, sar, window=args.context, stride=max(1, args.context // 4))
+    stride = args.map_stride or (8 if args.paint == "roi" else max(1, args.context // 4))
+    return change_map(model, optical, sar, window=args.context, stride=stride, paint=args.paint)
 
 
 def main() -> None:
@@ -184,6 +186,9 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pooling", choices=["global", "roi"], default="global")
+    ap.add_argument("--paint", choices=["window", "roi"], default="window")
+    ap.add_argument("--map-stride", type=int, default=0, help="0: 8 with --paint roi, else context / 4")
     ap.add_argument("--only", nargs="*", default=None, help="scene names to run (default: all)")
     args = ap.parse_args()
 

@@ -86,13 +86,20 @@ def evaluate_command(
     include_blacklist: Annotated[bool, typer.Option("--include-blacklist", help="Keep blacklisted images.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate at most N images.")] = None,
     window: Annotated[int | None, typer.Option("--window", help="Window side (default: the model's context).")] = None,
-    stride: Annotated[int, typer.Option("--stride", help="Step between change-map windows in px.")] = 64,
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", help="Step between change-map windows in px (default: 64; ROI / 2 with --paint roi)."),
+    ] = None,
     class_stride: Annotated[
         int | None, typer.Option("--class-stride", help="Step between class-map ROIs (default: the ROI side).")
     ] = None,
     weighting: Annotated[
         Literal["uniform", "dome"], typer.Option("--weighting", help="How overlapping windows are averaged.")
     ] = "uniform",
+    paint: Annotated[
+        Literal["window", "roi"],
+        typer.Option("--paint", help="Pixels a window's score goes to: its whole window, or only its centred ROI."),
+    ] = "window",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
     baselines: Annotated[
         bool, typer.Option("--baselines/--no-baselines", help="Also score the training-free baselines.")
@@ -123,7 +130,7 @@ def evaluate_command(
         limit=limit,
     )
     console = Console(quiet=quiet)
-    settings = EvalSettings(window, stride, class_stride, weighting, batch_size, baselines)
+    settings = EvalSettings(window, stride, class_stride, weighting, batch_size, baselines, paint)
 
     def say(n: int, total: int, sample_id: str) -> None:
         console.print(f"[{n}/{total}] {sample_id}", highlight=False)

@@ -141,10 +141,20 @@ def predict_command(
     window: Annotated[
         int | None, typer.Option("--window", help="Window side in px (default: the model's context).")
     ] = None,
-    stride: Annotated[int, typer.Option("--stride", help="Step between windows in px.")] = 64,
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", help="Step between windows in px (default: 64; half the ROI with --paint roi)."),
+    ] = None,
     weighting: Annotated[
         Literal["uniform", "dome"], typer.Option("--weighting", help="How overlapping window scores are averaged.")
     ] = "uniform",
+    paint: Annotated[
+        Literal["window", "roi"],
+        typer.Option(
+            "--paint",
+            help="Pixels a window's score goes to: its whole window, or only its centred ROI (sharper, more windows).",
+        ),
+    ] = "window",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
     classes: Annotated[
@@ -163,7 +173,7 @@ def predict_command(
     from changescope.multimodal.io import optical_georeference, write_change_map, write_class_map
     from changescope.multimodal.model import load_model
     from changescope.multimodal.pairs import normalise_pair, pair_sample, read_pair_arrays
-    from changescope.multimodal.predict import change_map, class_map, damage_classes
+    from changescope.multimodal.predict import change_map, class_map, damage_classes, default_stride
     from changescope.train.ssl import resolve_device
 
     if {pre_modality, post_modality} != {"optical", "sar"}:
@@ -183,9 +193,12 @@ def predict_command(
     size = net.config.context if window is None else window
     optical, sar, valid = normalise_pair(read_pair_arrays(sample))
     began = time.perf_counter()
-    scores = change_map(net, optical, sar, window=size, stride=stride, weighting=weighting, batch_size=batch_size)
+    step = default_stride(paint, int(net.config.roi)) if stride is None else stride
+    scores = change_map(
+        net, optical, sar, window=size, stride=step, weighting=weighting, batch_size=batch_size, paint=paint
+    )
     crs, transform = optical_georeference(sample)
-    tags = {"model": str(model), "window": str(size), "stride": str(stride), "weighting": weighting}
+    tags = {"model": str(model), "window": str(size), "stride": str(step), "weighting": weighting, "paint": paint}
     write_change_map(out, scores, crs=crs, transform=transform, valid=valid, tags=tags)
     console = Console(quiet=quiet)
     where = f"COG in {crs.to_string()}" if crs is not None else "GeoTIFF without georeference (pixel grid)"

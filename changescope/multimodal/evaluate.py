@@ -36,7 +36,7 @@ from changescope.multimodal.pairs import Sample
 from changescope.types import PathLike
 
 if TYPE_CHECKING:
-    from changescope.multimodal.predict import Weighting
+    from changescope.multimodal.predict import Paint, Weighting
 
 __all__ = ["BASELINES", "EVALUATION_FILE", "EvalSettings", "evaluate_samples", "read_evaluation"]
 
@@ -51,19 +51,23 @@ class EvalSettings:
 
     Attributes:
         window: Window side in pixels; ``None`` = the model's context.
-        stride: Step between the change-map windows.
+        stride: Step between the change-map windows; ``None`` = 64 for whole windows, half the ROI for ROIs
+            (:func:`~changescope.multimodal.predict.default_stride`).
         class_stride: Step between the class-map ROIs; ``None`` = the model's ROI side (ROIs tile the image).
         weighting: ``"uniform"`` or ``"dome"``.
         batch_size: Windows per forward pass.
         baselines: Also score the training-free baselines.
+        paint: Which pixels a change-map window's score goes to: ``"window"`` (all of it) or ``"roi"`` (its centred
+            ROI; :func:`~changescope.multimodal.predict.change_map`).
     """
 
     window: int | None = None
-    stride: int = 64
+    stride: int | None = None
     class_stride: int | None = None
     weighting: Weighting = "uniform"
     batch_size: int = 32
     baselines: bool = True
+    paint: Paint = "window"
 
 
 def _baseline_maps(pre: NDArray[np.float32], post: NDArray[np.float32], valid: NDArray[np.bool_]) -> list[Any]:
@@ -137,7 +141,7 @@ def evaluate_samples(
     from changescope.multimodal.metrics import miou_4class, threshold_sweep
     from changescope.multimodal.model import load_model
     from changescope.multimodal.pairs import normalise_pair, read_pair_arrays
-    from changescope.multimodal.predict import change_map, class_map, damage_classes
+    from changescope.multimodal.predict import change_map, class_map, damage_classes, default_stride
     from changescope.train.ssl import resolve_device
     from changescope.train.state import write_json
 
@@ -154,6 +158,7 @@ def evaluate_samples(
     net, _ = load_model(model_path, device=resolve_device(device))
     window = net.config.context if s.window is None else s.window
     class_stride = int(net.config.roi) if s.class_stride is None else s.class_stride
+    stride = default_stride(s.paint, int(net.config.roi)) if s.stride is None else s.stride
     root = Path(out)
     maps_dir = root / "maps"
     began = time.perf_counter()
@@ -168,10 +173,17 @@ def evaluate_samples(
         if truth is None:  # checked above; keeps the type checker informed
             raise ParameterError(f"sample {sample.id!r} has no truth raster")
         score = change_map(
-            net, optical, sar, window=window, stride=s.stride, weighting=s.weighting, batch_size=s.batch_size
+            net,
+            optical,
+            sar,
+            window=window,
+            stride=stride,
+            weighting=s.weighting,
+            batch_size=s.batch_size,
+            paint=s.paint,
         )
         crs, transform = optical_georeference(sample)
-        tags = {"model": str(model_path), "window": str(window), "stride": str(s.stride), "sample": sample.id}
+        tags = {"model": str(model_path), "window": str(window), "stride": str(stride), "sample": sample.id}
         rec = _sample_record(sample)
         rec["change_map"] = str(
             write_change_map(
@@ -214,7 +226,8 @@ def evaluate_samples(
         "model": str(model_path),
         "settings": {
             "window": window,
-            "stride": s.stride,
+            "stride": stride,
+            "paint": s.paint,
             "class_stride": class_stride,
             "weighting": s.weighting,
             "batch_size": s.batch_size,

@@ -40,6 +40,7 @@ __all__ = [
     "change_map",
     "class_map",
     "damage_classes",
+    "default_stride",
     "window_starts",
     "window_weights",
 ]
@@ -50,6 +51,18 @@ Paint: TypeAlias = Literal["window", "roi"]
 """Which pixels a window's value goes to: its whole window, or only its centred region of interest."""
 CLASS_NODATA = 255
 """Value of invalid pixels in a damage class map."""
+
+
+WINDOW_STRIDE = 64
+"""Default step between windows painted whole (``paint="window"``)."""
+
+
+def default_stride(paint: Paint, roi: int) -> int:
+    """The default step of a sliding pass: :data:`WINDOW_STRIDE` for whole windows, half the ROI for ROIs.
+
+    Half the ROI gives every pixel the mean of 4 ROIs (2 x 2), as 4 overlapping windows smooth a window map.
+    """
+    return WINDOW_STRIDE if paint == "window" else max(1, roi // 2)
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:

@@ -173,3 +173,38 @@ def test_bad_inputs_get_one_line_errors(run: Run, tmp_path: Path, capsys: pytest
     write_geotiff(nothing, np.zeros((64, 64), dtype=np.uint8), crs=pair.crs, transform=pair.transform)
     assert "a sweep needs both classes" in fails([*args, "--truth", str(nothing)], capsys)
     assert "1-band map" in fails([*args[:3], str(pre), *args[4:], "--truth", str(target)], capsys)
+
+
+def test_predict_paints_rois_at_half_the_roi_by_default(run: Run, tmp_path: Path) -> None:
+    from changescope.multimodal.model import load_model
+    from changescope.multimodal.pairs import normalise_pair, pair_sample, read_pair_arrays
+    from changescope.multimodal.predict import change_map
+
+    pre, post, _ = run.paths(run.pairs[0])
+    out, whole = tmp_path / "roi.tif", tmp_path / "window.tif"
+    ok(
+        [
+            "predict",
+            "--model",
+            str(run.model),
+            "--pre",
+            str(pre),
+            "--post",
+            str(post),
+            "--out",
+            str(out),
+            "--paint",
+            "roi",
+        ]
+    )
+    ok(["predict", "--model", str(run.model), "--pre", str(pre), "--post", str(post), "--out", str(whole)])
+    net, _ = load_model(run.model)
+    optical, sar, _ = normalise_pair(read_pair_arrays(pair_sample(pre, post)))
+    roi = int(net.config.roi)
+    expected = change_map(net, optical, sar, window=net.config.context, stride=roi // 2, paint="roi")
+    with rasterio.open(out) as src, rasterio.open(whole) as other:
+        got, tags, windowed = src.read(1), src.tags(), other.read(1)
+        assert tags["paint"] == "roi" and tags["stride"] == str(roi // 2)
+        assert other.tags()["paint"] == "window" and other.tags()["stride"] == "64"
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert not np.allclose(got, windowed)  # the two paintings differ

@@ -18,7 +18,8 @@ from sklearn.metrics import roc_auc_score
 from changescope.multimodal.index import PatchDataset
 from changescope.multimodal.layout import DFC25_DIR, SPLIT_FILES, bright_paths, read_bright
 from changescope.multimodal.model import load_model
-from changescope.multimodal.pairs import read_pair_arrays
+from changescope.multimodal.pairs import normalise_pair, read_pair_arrays
+from changescope.multimodal.predict import change_map
 from changescope.multimodal.synthetic import write_bright
 
 from .cli_helpers import ok, train_tiny
@@ -148,10 +149,15 @@ def test_dfc25_tree_end_to_end(tmp_path: Path) -> None:
     assert test_ids and set(test_ids) < {p.id for p in pairs}
     out = tmp_path / "eval"
     args = ["--model", str(model), "--root", str(root), "--split", "test", "--out", str(out), "--no-baselines"]
-    ok(["evaluate", *args, "--no-report"])
+    ok(["evaluate", *args, "--no-report", "--paint", "roi"])
     samples = read_bright(root, splits=["test"])
     assert [s.id for s in samples] == sorted(test_ids) and all(s.split == "test" for s in samples)
     ev = _check_evaluation(out, samples, model)
+    net = load_model(model)[0]
+    assert ev["settings"]["paint"] == "roi" and ev["settings"]["stride"] == net.config.roi // 2
+    optical, sar, _ = normalise_pair(read_pair_arrays(samples[0]))
+    expected = change_map(net, optical, sar, window=net.config.context, stride=net.config.roi // 2, paint="roi")
+    np.testing.assert_allclose(_read(ev["samples"][0]["change_map"])[0], expected, rtol=1e-6)
     assert ev["baselines"] == [] and not (out / "report.html").exists()
     ok(["report", str(out)])
     assert '<section id="baselines">' not in (out / "report.html").read_text()

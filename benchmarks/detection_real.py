@@ -13,7 +13,10 @@ Printed per city:
 - event recall (changed patches with a confirmed event) and false-positive rate (unchanged patches with one);
 - date accuracy: detected changed patches whose earliest confirmed event is on the change date;
 - confirmed and pending events per 1000 patches on the no-change series;
-- patch AUC on the real two-date pair itself (no added nuisances), for changescope, CVA and IR-MAD.
+- patch AUC on the real two-date pair itself (no added nuisances), for changescope, CVA and IR-MAD;
+- the share of unchanged patches with a confirmed event on the change series and on the no-change series (the same
+  patches and nuisances), and how many of the former are dated at the change date: where the first is far above the
+  second and the events fall on the change date, the two real images differ there (changes OSCD does not label).
 
 Then the same code on synthetic AOIs (`changescope synth`, seeds given by `--synthetic-seeds`): patch AUC, events
 per 1000 patches, recall, false-positive rate.
@@ -117,6 +120,12 @@ def city_row(city: str, root: Path, seed: int, work: Path, config: RunConfig) ->
     out0 = _run(quiet, work / f"{city}_nochange", config)
     ev0 = _changes(out0)
     row["fa_per_1000"] = 1000.0 * float((ev0["status"] == "confirmed").sum()) / row["patches"]
+    done0 = ev0[ev0["status"] == "confirmed"]
+    hit0 = np.zeros(frac.size, dtype=bool)
+    hit0[done0["row"].to_numpy() * grid.n_cols + done0["col"].to_numpy()] = True
+    row["fpr_nochange"] = float(hit0[unchanged].mean())  # the same patches, the same nuisances, no change
+    false_hits = done[unchanged[flat]]
+    row["fp_at_change"] = float((false_hits["time"] == when).mean()) if len(false_hits) else float("nan")
     row["pending_per_1000"] = 1000.0 * float((ev0["status"] == "pending").sum()) / row["patches"]
     outp = _run(pair, work / f"{city}_pair", config)
     cp = _scores_cube(outp, (2, grid.n_rows, grid.n_cols))
@@ -185,6 +194,12 @@ def main() -> None:
         _print(rows, ["city", "seed", "patches", "changed", "auc", "cva", "irmad", "recall", "fpr", "date_acc"])
         print("\nno-change series (every event false) and the real two-date pairs")
         _print(rows, ["city", "fa_per_1000", "pending_per_1000", "pair_auc", "pair_cva", "pair_irmad"])
+        print(
+            "\nunchanged patches (no OSCD change pixel) with a confirmed change: on the change series (fpr), on the"
+            "\nno-change series (fpr_nochange: same patches, same nuisances), and the share of the change series' ones"
+            "\ndated at the change date (fp_at_change: the two real images differ there, e.g. fields OSCD leaves out)"
+        )
+        _print(rows, ["city", "fpr", "fpr_nochange", "fp_at_change"])
         synth = [
             synthetic_row(
                 s,

@@ -27,7 +27,15 @@ from changescope.config import ScoreConfig
 from changescope.errors import ParameterError
 from changescope.types import Context, Method
 
-__all__ = ["METHODS", "ChangeScorer", "Method", "confirm_scores", "robust_zscore", "standardize_embeddings"]
+__all__ = [
+    "METHODS",
+    "ChangeScorer",
+    "Method",
+    "confirm_scores",
+    "confirm_with_followers",
+    "robust_zscore",
+    "standardize_embeddings",
+]
 
 METHODS: tuple[str, ...] = ("distance", "lof")
 F64 = NDArray[np.float64]
@@ -74,24 +82,41 @@ def confirm_scores(scores: NDArray[np.floating], following: int = 1) -> F64:
     Raises:
         ParameterError: ``following`` is negative.
     """
+    return confirm_with_followers(scores, following)[0]
+
+
+def confirm_with_followers(scores: NDArray[np.floating], following: int = 1) -> tuple[F64, NDArray[np.bool_]]:
+    """:func:`confirm_scores`, and the scored observations with fewer than ``following`` scored ones after them.
+
+    One sweep from the last date to the first keeps, per patch, the next ``following`` scored values: the working
+    memory is ``following x N`` beside the ``(T, N)`` result (a whole Sentinel-2 tile's 470 000 sub-patches over 24
+    dates held ten ``(T, N)`` temporaries, 0.86 GB, in the vectorised form this replaces).
+
+    Returns:
+        ``(confirmed, short)``: the confirmed scores, and where a scored observation has fewer than ``following``
+        scored observations after it (it cannot be confirmed yet: pending).
+    """
     if following < 0:
         raise ParameterError(f"following={following!r} must be >= 0 observations")
     s = np.asarray(scores, dtype=np.float64)
     n_t, n = s.shape
-    fin = np.isfinite(s)
-    # nxt[t, j]: the first scored date strictly after t for patch j (n_t when none)
-    idx = np.where(fin, np.arange(n_t)[:, None], n_t)
-    first_from = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
-    nxt = np.vstack([first_from[1:], np.full((1, n), n_t)])
-    padded = np.vstack([s, np.full((1, n), np.nan)])
-    nxt_padded = np.vstack([nxt, np.full((1, n), n_t)])
-    cols = np.arange(n)[None, :]
-    out = s.copy()
-    cur = np.broadcast_to(np.arange(n_t)[:, None], (n_t, n))
-    for _ in range(following):
-        cur = nxt_padded[cur, cols]
-        out = np.where(fin, np.fmin(out, padded[cur, cols]), np.nan)
-    return out
+    out = np.full((n_t, n), np.nan)
+    short = np.zeros((n_t, n), dtype=bool)
+    ahead = np.full((following, n), np.nan)  # the next scored values after the current date, nearest first
+    seen = np.zeros(n, dtype=np.int64)  # scored observations after the current date (counted up to `following`)
+    for t in range(n_t - 1, -1, -1):
+        row = s[t]
+        fin = np.isfinite(row)
+        best = row.copy()
+        for j in range(following):
+            np.fmin(best, ahead[j], out=best)
+        out[t, fin] = best[fin]
+        short[t] = fin & (seen < following)
+        if following:
+            ahead[1:, fin] = ahead[:-1, fin]
+            ahead[0, fin] = row[fin]
+            seen += fin
+    return out, short
 
 
 def standardize_embeddings(X: NDArray[np.floating], valid: NDArray[np.bool_]) -> tuple[F64, F64, F64]:

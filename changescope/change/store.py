@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from changescope.change.calibrate import MIN_NULL, NullModel, PatchNoise
 from changescope.change.events import Events, extract_events
 from changescope.change.multiscale import max_over_subpatches, subpatch_breaks, subpatch_choice
-from changescope.change.score import ChangeScorer, confirm_scores, robust_zscore
+from changescope.change.score import ChangeScorer, confirm_with_followers, robust_zscore
 from changescope.change.source import StoreSource, streamed_stats
 from changescope.config import EmbedConfig, RunConfig, ScoreConfig
 from changescope.errors import ParameterError
@@ -160,9 +160,7 @@ def store_min_valid(emb: xr.Dataset) -> float:
 
 def _confirmed(z: NDArray[np.float64], following: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """``(T, N)`` confirmed scores and the observations with fewer than ``following`` scored ones after them."""
-    fin = np.isfinite(z)
-    after = np.cumsum(fin[::-1], axis=0)[::-1] - fin
-    return confirm_scores(z, following), fin & (after < following)
+    return confirm_with_followers(z, following)
 
 
 def score_store(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 from changescope.change.multiscale import max_over_subpatches, subpatch_size
-from changescope.change.score import confirm_scores
+from changescope.change.score import confirm_scores, confirm_with_followers
 from changescope.errors import ParameterError
 
 
@@ -27,6 +29,30 @@ def test_confirm_matches_a_naive_loop(following: int) -> None:
     got = confirm_scores(s, following)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(s))
     np.testing.assert_allclose(got, _naive_confirm(s, following), equal_nan=True)
+
+
+@pytest.mark.parametrize("following", [0, 1, 3])
+def test_followers_mark_what_cannot_be_confirmed_yet(following: int) -> None:
+    rng = np.random.default_rng(5)
+    s = rng.normal(size=(10, 30))
+    s[rng.random(s.shape) < 0.4] = np.nan
+    got, short = confirm_with_followers(s, following)
+    np.testing.assert_allclose(got, _naive_confirm(s, following), equal_nan=True)
+    fin = np.isfinite(s)
+    after = np.array([[fin[t + 1 :, j].sum() for j in range(s.shape[1])] for t in range(s.shape[0])])
+    np.testing.assert_array_equal(short, fin & (after < following))
+
+
+def test_confirm_needs_no_temporaries_the_size_of_its_input() -> None:
+    s = np.random.default_rng(6).normal(size=(24, 100_000))
+    tracemalloc.start()
+    try:
+        confirm_with_followers(s, 2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the result (float64) and the pending mask (bool) and O(N) rows; the vectorised form needed ~10x the input
+    assert peak < 1.3 * s.nbytes + s.size
 
 
 def test_confirm_removes_a_glitch_and_keeps_a_lasting_change() -> None:

@@ -41,19 +41,25 @@ METHODS: tuple[str, ...] = ("distance", "lof")
 F64 = NDArray[np.float64]
 
 
-def robust_zscore(scores: F64, min_patches: int = 5) -> F64:
+def robust_zscore(scores: F64, min_patches: int = 5, *, out: F64 | None = None) -> F64:
     """Per-date robust z-score across patches: ``(s - median_t) / (1.4826 * MAD_t)``.
 
     Args:
         scores: ``(T, N)`` raw scores, NaN where not scored.
         min_patches: Dates with fewer scored patches keep NaN (too few to estimate the AOI's level).
+        out: A float64 ``(T, N)`` array to write the result to (``scores`` itself is allowed: one date is read
+            before it is written); ``None`` allocates one.
     """
     s = np.asarray(scores, dtype=np.float64)
-    out = np.full_like(s, np.nan)
+    if out is None:
+        out = np.full_like(s, np.nan)
+    elif out.shape != s.shape or out.dtype != np.float64:
+        raise ParameterError(f"out has shape {out.shape!r} and dtype {out.dtype}; pass float64 {s.shape!r}")
     for t in range(s.shape[0]):
         row = s[t]
         fin = np.isfinite(row)
         if fin.sum() < min_patches:
+            out[t] = np.nan
             continue
         med = np.median(row[fin])
         mad = np.median(np.abs(row[fin] - med)) * 1.4826

@@ -222,7 +222,9 @@ def score_store(
             raw[:, sl] = scorer.raw_scores_.reshape(n_t, -1, n_cols)
     used = source.valid.reshape(n_t, n_rows, n_cols)
     is_null = np.isfinite(null_raw).reshape(n_t, -1)
-    both = robust_zscore(np.where(is_null, null_raw.reshape(n_t, -1), raw.reshape(n_t, -1)))
+    both = np.where(is_null, null_raw.reshape(n_t, -1), raw.reshape(n_t, -1))
+    del null_raw
+    both = robust_zscore(both, out=both)
     z = np.where(is_null, np.nan, both)
     null_z = both  # (T, N) arrays are the score stage's memory: reuse this one
     null_z[~is_null] = np.nan

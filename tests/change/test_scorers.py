@@ -144,3 +144,18 @@ def test_bad_arguments():
         ChangeScorer(context="none", standardize=False).fit(X, valid, times[:3])
     with pytest.raises(ParameterError, match="n_neighbors"):
         PatchLOF(0).fit(X[:2].transpose(1, 0, 2), valid[:2].T)
+
+
+def test_robust_zscore_in_place_equals_a_new_array():
+    rng = np.random.default_rng(8)
+    s = rng.gamma(2.0, size=(6, 300))
+    s[rng.random(s.shape) < 0.2] = np.nan
+    s[4, 3:] = np.nan  # a date with too few scored patches
+    expected = robust_zscore(s)
+    work = s.copy()
+    got = robust_zscore(work, out=work)
+    assert got is work
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[4]).all()
+    with pytest.raises(ParameterError, match="out has shape"):
+        robust_zscore(s, out=np.zeros((6, 299)))

@@ -158,11 +158,6 @@ def store_min_valid(emb: xr.Dataset) -> float:
     return float(emb.attrs.get("min_valid", EmbedConfig().min_valid))
 
 
-def _confirmed(z: NDArray[np.float64], following: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """``(T, N)`` confirmed scores and the observations with fewer than ``following`` scored ones after them."""
-    return confirm_with_followers(z, following)
-
-
 def score_store(
     emb: xr.Dataset,
     config: ScoreConfig | RunConfig,
@@ -229,8 +224,8 @@ def score_store(
     null_z = both  # (T, N) arrays are the score stage's memory: reuse this one
     null_z[~is_null] = np.nan
     del both, is_null
-    scores, pending = _confirmed(z, config.confirm)
-    null_scores, short = _confirmed(null_z, config.confirm)
+    scores, pending = confirm_with_followers(z, config.confirm)
+    null_scores, short = confirm_with_followers(null_z, config.confirm)
     null_scores[short] = np.nan  # confirmed within the reference period only
     del source, short
     release()

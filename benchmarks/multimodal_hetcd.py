@@ -12,13 +12,15 @@ optical/SAR pairs (:func:`changescope.multimodal.synthetic.make_pair`), the pixe
 
 With ``--train`` (default on), a tiny pseudo-siamese model per scene: the window index with ``split="halves"``
 (train on the left half, evaluate on the right; ROIs straddling the middle dropped), ``--context`` px context
-around a 16 px ROI at stride 8, ``--arch`` backbones, Adam at ``--lr`` (1e-4, not the published 1e-5: minutes of
-CPU), ``--epochs`` x ``--steps`` batches of ``--batch`` at the published negative share 0.8, paired flips and
-rotations. Its map is :func:`~changescope.multimodal.predict.change_map` over the whole image (window = context),
-each window's score painted on its centred ROI at stride 8 (``--paint roi``, the default here) or on the whole window
-at stride context / 4 (``--paint window``). Measured on the right halves (lr 1e-3, 3 x 15 steps, context 64):
-painting ROIs lifted shuguang 0.729 -> 0.753 and italy 0.641 -> 0.761; then lr 1e-4 and 6 x 30 steps 0.853 and
-0.816.
+around a 16 px ROI at stride 8, ``--arch`` backbones pooled at ``--stage`` with ``--pooling``, Adam at ``--lr``
+(1e-4, not the published 1e-5: minutes of CPU), ``--epochs`` x ``--steps`` batches of ``--batch`` at the published
+negative share 0.8, paired flips and rotations. Its map is :func:`~changescope.multimodal.predict.change_map` over the
+whole image (window = context), each window's score painted on its centred ROI at stride 8 (``--paint roi``, the
+default here) or on the whole window at stride context / 4 (``--paint window``). The synthetic scenes are not split
+in halves: the model trains on ``--synthetic-train`` (4) other seeded pairs of the same event and is evaluated on
+the whole held-out pair (``--synthetic-train 0``: halves, like the real scenes), as a user trains on many images.
+Measured on the right halves (lr 1e-3, 3 x 15 steps, context 64): painting ROIs lifted shuguang 0.729 -> 0.753 and
+italy 0.641 -> 0.761; then lr 1e-4 and 6 x 30 steps 0.853 and 0.816.
 Note that context windows of left-half ROIs near the middle see right-half pixels (not their labels).
 
 Two AUCs are printed per method: over the whole image and over the right half only (the trained model's test
@@ -26,7 +28,8 @@ region; the columns to compare). Then the ratio trained / best baseline on the r
 the model (which needs one optical and one SAR image) is not trained on it.
 
 Usage: python benchmarks/multimodal_hetcd.py [--no-train] [--epochs 6] [--steps 30] [--context 64] [--lr 1e-4]
-    [--paint roi] [--arch resnet18] [--threads 2] [--only shuguang italy] [--data ../shared/data/hetcd]
+    [--paint roi] [--stage 4] [--pooling global] [--synthetic-train 4] [--split halves] [--blocks 4]
+    [--val-share 0.5] [--arch resnet18] [--threads 2] [--only shuguang italy] [--data ../shared/data/hetcd]
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -88,27 +91,28 @@ def real_scenes(root: Path) -> list[Scene]:
     return out
 
 
-def synthetic_scenes() -> list[Scene]:
-    """2 seeded synthetic optical-before / SAR-after pairs."""
+SYNTHETIC = ((11, "turkey-earthquake"), (12, "libya-flood"))
+
+
+def synthetic_scene(seed: int, event: str) -> Scene:
+    """One seeded synthetic optical-before / SAR-after pair of 256 px."""
     from changescope.multimodal.synthetic import make_pair
 
-    out = []
-    for seed, event in ((11, "turkey-earthquake"), (12, "libya-flood")):
-        p = make_pair(seed, size=256, event=event)
-        ones = np.ones(p.change.shape, dtype=bool)
-        out.append(
-            Scene(
-                f"synth-{event.split('-')[1]}",
-                p.optical.astype(np.float32),
-                p.sar.astype(np.float32),
-                "optical",
-                "sar",
-                p.change,
-                ones,
-                None,
-            )
-        )
-    return out
+    p = make_pair(seed, size=256, event=event)
+    ones = np.ones(p.change.shape, dtype=bool)
+    name = f"synth-{event.split('-')[1]}"
+    return Scene(name, p.optical.astype(np.float32), p.sar.astype(np.float32), "optical", "sar", p.change, ones, None)
+
+
+def synthetic_scenes() -> list[Scene]:
+    """The 2 seeded synthetic pairs that are evaluated (seeds 11 and 12)."""
+    return [synthetic_scene(seed, event) for seed, event in SYNTHETIC]
+
+
+def synthetic_training_pairs(scene: Scene, k: int) -> list[Scene]:
+    """``k`` other seeded pairs of the same event as ``scene`` (seeds 1000 + 10 x seed + i: never an evaluated seed)."""
+    seed, event = next((s, e) for s, e in SYNTHETIC if f"synth-{e.split('-')[1]}" == scene.name)
+    return [synthetic_scene(1000 + 10 * seed + i, event) for i in range(k)]
 
 
 def _auc(score: NDArray[np.float32], scene: Scene, region: NDArray[np.bool_]) -> float:
@@ -132,12 +136,36 @@ def _write_synthetic(scene: Scene, folder: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
+def split_params(args: argparse.Namespace, context: int | None = None) -> Any:
+    """The index parameters of the region split (``--split``, ``--blocks``, ``--val-share``)."""
+    from changescope.multimodal.index import IndexParams
+
+    return IndexParams(
+        roi=args.roi,
+        context=context or args.context,
+        stride=max(1, args.roi // 2),
+        split=args.split,
+        blocks=args.blocks,
+        val_share=args.val_share,
+        seed=args.split_seed,
+    )
+
+
+def eval_region(scene: Scene, args: argparse.Namespace) -> NDArray[np.bool_]:
+    """The pixels the trained model is evaluated on: the held-out region, or all of a held-out synthetic pair."""
+    from changescope.multimodal.index import val_region
+
+    if scene.files is None and args.synthetic_train > 0:
+        return np.ones(scene.change.shape, dtype=bool)
+    return val_region(scene.change.shape, split_params(args))  # type: ignore[arg-type]
+
+
 def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[np.float32] | None:
     """Train on the left half, return the whole-image change map (``None`` where no optical+SAR pair exists)."""
     if {scene.pre_modality, scene.post_modality} != {"optical", "sar"}:
         return None
     from changescope.multimodal.config import config_from_dict
-    from changescope.multimodal.index import IndexParams, PatchDataset, build_index
+    from changescope.multimodal.index import PatchDataset, build_index
     from changescope.multimodal.model import load_model
     from changescope.multimodal.pairs import normalise_pair, pair_sample, read_pair_arrays
     from changescope.multimodal.predict import change_map
@@ -145,7 +173,20 @@ def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[n
 
     files = scene.files or _write_synthetic(scene, work / scene.name / "data")
     sample = pair_sample(*files, pre_modality=scene.pre_modality, post_modality=scene.post_modality)
-    index = build_index([sample], IndexParams(roi=16, context=args.context, stride=8, split="halves"))
+    params = split_params(args)
+    if scene.files is None and args.synthetic_train > 0:
+        # A held-out seed: train on other seeded pairs of the same event, evaluate on all of this one.
+        others = synthetic_training_pairs(scene, args.synthetic_train)
+        train_samples = [
+            replace(
+                pair_sample(*_write_synthetic(o, work / scene.name / f"train{i}"), sample_id=f"train{i}"),
+                split="train",
+            )
+            for i, o in enumerate(others)
+        ]
+        index = build_index(train_samples, params)
+    else:
+        index = build_index([sample], params)
     train_set = PatchDataset(index, split="train")
     config = config_from_dict(
         {
@@ -155,8 +196,9 @@ def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[n
                 "hidden_dim": 128,
                 "proj_dim": 64,
                 "context": args.context,
-                "roi": 16,
+                "roi": args.roi,
                 "pooling": args.pooling,
+                "stage": args.stage,
             },
             "optim": {
                 "epochs": args.epochs,
@@ -174,7 +216,7 @@ def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[n
     result = train_multimodal(config, cast(Any, train_set), None, progress=False)
     model, _ = load_model(result.last)
     optical, sar, _ = normalise_pair(read_pair_arrays(sample))
-    stride = args.map_stride or (8 if args.paint == "roi" else max(1, args.context // 4))
+    stride = args.map_stride or (max(1, args.roi // 2) if args.paint == "roi" else max(1, args.context // 4))
     return change_map(model, optical, sar, window=args.context, stride=stride, paint=args.paint)
 
 
@@ -191,8 +233,21 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pooling", choices=["global", "roi"], default="global")
+    ap.add_argument("--roi", type=int, default=16, help="ROI side (windows every roi / 2 px, painted at that stride)")
+    ap.add_argument("--stage", type=int, default=4, help="backbone stage pooled (4: last, stride 32)")
     ap.add_argument("--paint", choices=["window", "roi"], default="roi")
-    ap.add_argument("--map-stride", type=int, default=0, help="0: 8 with --paint roi, else context / 4")
+    ap.add_argument("--map-stride", type=int, default=0, help="0: roi / 2 with --paint roi, else context / 4")
+    ap.add_argument(
+        "--synthetic-train",
+        type=int,
+        default=4,
+        help="synthetic scenes: train on this many other seeded pairs of the event and evaluate the whole held-out "
+        "pair (0: train on its left half like the real scenes)",
+    )
+    ap.add_argument("--split", choices=["halves", "blocks"], default="halves", help="region split of a scene")
+    ap.add_argument("--blocks", type=int, default=4, help="--split blocks: blocks per side")
+    ap.add_argument("--val-share", type=float, default=0.5, help="--split blocks: share of blocks evaluated")
+    ap.add_argument("--split-seed", type=int, default=42, help="--split blocks: seed of the blocks drawn")
     ap.add_argument("--only", nargs="*", default=None, help="scene names to run (default: all)")
     args = ap.parse_args()
 
@@ -211,13 +266,15 @@ def main() -> None:
         ),
     }
     header = f"{'scene':<14}{'size':>10}{'chg%':>6} | " + " ".join(f"{m:>11}" for m in [*methods, "trained"])
-    print("pixel ROC AUC: whole image / right half (trained: left half trained, right half evaluated)")
+    print(
+        f"pixel ROC AUC: whole image / evaluated region (split {args.split}: the model trains on the other region; "
+        f"synthetic pairs: {args.synthetic_train} other seeds trained, the whole pair evaluated)"
+    )
     print(header + f" | {'ratio':>6} {'secs':>24}")
     with tempfile.TemporaryDirectory() as tmp:
         for scene in scenes:
             h, w = scene.change.shape
-            right = np.zeros((h, w), dtype=bool)
-            right[:, w // 2 :] = True
+            right = eval_region(scene, args)
             everywhere = np.ones((h, w), dtype=bool)
             cells, secs, best = [], [], 0.0
             for name, fn in methods.items():

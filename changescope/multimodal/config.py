@@ -70,8 +70,11 @@ class ModelConfig(_Strict):
         proj_dim: Projection size (the shared space).
         context: Side of the context window fed to the network, pixels.
         roi: Side of the region of interest centred in the context, pixels.
-        pooling: ``"global"`` pools the whole context's last feature map; ``"roi"`` pools only its cells that
-            overlap the centred ROI (ours, not published).
+        pooling: ``"global"`` pools the whole context's feature map; ``"roi"`` pools only its cells that overlap
+            the centred ROI (ours, not published).
+        stage: Backbone stage whose feature map is pooled: 4 (default, published) is a ResNet's last stage
+            (stride 32); 3 (stride 16) or 2 (stride 8) stop earlier (ours): with ``pooling="roi"`` the pooled cells
+            then cover little more than the ROI, while the receptive field still spans the context.
         n_classes: Classes of the optional damage head (4 for BRIGHT); 0 = no head; ``None`` (default) = decided
             by the training data: 4 when the training windows carry BRIGHT damage classes (the index's
             ``damage_class``), else 0 (:meth:`with_classes`; the trainer resolves it, and the saved model and the
@@ -85,6 +88,7 @@ class ModelConfig(_Strict):
     context: int = Field(default=256, ge=16)
     roi: int = Field(default=16, ge=1)
     pooling: Literal["global", "roi"] = "global"
+    stage: int = Field(default=4, ge=1, le=4)
     n_classes: int | None = Field(default=None, ge=0)
     class_weight: float = Field(default=1.0, ge=0.0)
 
@@ -266,6 +270,7 @@ model:
   context: 256          # context window side, pixels [256]
   roi: 16               # region of interest at the centre, pixels [16]
   pooling: global       # global: pool the whole context (ours); roi: pool the feature cells over the ROI (ours)
+  stage: 4              # backbone stage pooled: 4 = last (stride 32) [4]; 3 (stride 16), 2 (stride 8) (ours)
   n_classes: null       # damage class head (ours): null = 4 when the index has BRIGHT classes, else none; 0 = none
   class_weight: 1.0     # weight of the class head's cross-entropy (ours)
 

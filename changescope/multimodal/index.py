@@ -66,6 +66,7 @@ __all__ = [
     "SplitMethod",
     "build_index",
     "read_index",
+    "val_region",
     "window_ratios",
     "write_index",
 ]
@@ -147,6 +148,42 @@ def _image_splits(samples: Sequence[Sample], params: IndexParams) -> list[str | 
     return out
 
 
+def _val_blocks(params: IndexParams, image: int) -> NDArray[np.bool_]:
+    """Which of the ``blocks x blocks`` blocks of image number ``image`` are ``val`` (row-major, seeded)."""
+    n = params.blocks
+    rng = np.random.default_rng([params.seed, image])
+    n_val = min(n * n - 1, max(1, round(params.val_share * n * n)))
+    chosen = np.zeros(n * n, dtype=bool)
+    chosen[rng.permutation(n * n)[:n_val]] = True
+    return chosen
+
+
+def val_region(shape: tuple[int, int], params: IndexParams, image: int = 0) -> NDArray[np.bool_]:
+    """The pixels of an image that a region split (``halves`` or ``blocks``) puts in ``val``.
+
+    Args:
+        shape: ``(H, W)`` of the image.
+        params: The index parameters (``split``, ``val_half``, ``blocks``, ``val_share``, ``seed``).
+        image: Number of the image in the index (the blocks are drawn per image).
+
+    Returns:
+        ``(H, W)`` mask, True in the validation region: what a model trained on the other region is evaluated on.
+
+    Raises:
+        ParameterError: ``params.split`` is not a region split.
+    """
+    h, w = shape
+    if params.split == "halves":
+        out = np.zeros((h, w), dtype=bool)
+        out[:, w // 2 :] = True
+        return out if params.val_half == "right" else ~out
+    if params.split != "blocks":
+        raise ParameterError(f"split={params.split!r} is not a region split; use 'halves' or 'blocks'")
+    n = params.blocks
+    rows, cols = (np.arange(h) * n) // h, (np.arange(w) * n) // w
+    return _val_blocks(params, image)[rows[:, None] * n + cols[None, :]]
+
+
 def _region_split(rois: pd.DataFrame, shape: tuple[int, int], params: IndexParams, image: int) -> NDArray[Any]:
     """``train``/``val`` of each ROI of one image by region, or ``""`` for ROIs that straddle a boundary."""
     h, w = shape
@@ -158,12 +195,8 @@ def _region_split(rois: pd.DataFrame, shape: tuple[int, int], params: IndexParam
     else:
         n = params.blocks
         by0, bx0, by1, bx1 = (y0 * n) // h, (x0 * n) // w, (y1 * n) // h, (x1 * n) // w
-        rng = np.random.default_rng([params.seed, image])
-        n_val = min(n * n - 1, max(1, round(params.val_share * n * n)))
-        chosen = np.zeros(n * n, dtype=bool)
-        chosen[rng.permutation(n * n)[:n_val]] = True
         inside = (by0 == by1) & (bx0 == bx1)
-        val = inside & chosen[by0 * n + bx0]
+        val = inside & _val_blocks(params, image)[by0 * n + bx0]
         train = inside & ~val
     return np.where(val, "val", np.where(train, "train", ""))
 

@@ -53,7 +53,6 @@ FORMAT_VERSION = 1
 META_KEY = "changescope_meta"
 OPTICAL_CHANNELS = 3
 SAR_CHANNELS = 1
-_LAST_STAGE = 4
 
 
 @dataclass(frozen=True)
@@ -105,8 +104,8 @@ class PseudoSiamese(nn.Module):
         super().__init__()
         self.config = ModelConfig() if config is None else config
         c = self.config
-        self.optical = PooledBackbone(c.architecture, OPTICAL_CHANNELS, _LAST_STAGE)
-        self.sar = PooledBackbone(c.architecture, SAR_CHANNELS, _LAST_STAGE)
+        self.optical = PooledBackbone(c.architecture, OPTICAL_CHANNELS, c.stage)
+        self.sar = PooledBackbone(c.architecture, SAR_CHANNELS, c.stage)
         dim = self.optical.out_dim
         self.optical_head = ProjectionHead(dim, c.hidden_dim, c.proj_dim)
         self.sar_head = ProjectionHead(dim, c.hidden_dim, c.proj_dim)

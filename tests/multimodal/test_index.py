@@ -12,7 +12,15 @@ from affine import Affine
 
 from changescope.errors import CorruptFileError, EmptySeriesError, ParameterError
 from changescope.io.writers import write_geotiff
-from changescope.multimodal.index import IndexParams, PatchDataset, build_index, read_index, window_ratios, write_index
+from changescope.multimodal.index import (
+    IndexParams,
+    PatchDataset,
+    build_index,
+    read_index,
+    val_region,
+    window_ratios,
+    write_index,
+)
 from changescope.multimodal.layout import bright_paths, read_bright
 from changescope.multimodal.pairs import PairArrays, Side, Truth, crop_window, normalise_pair, read_pair_arrays
 from changescope.multimodal.synthetic import write_bright
@@ -140,6 +148,28 @@ def test_blocks_split(synthetic_root: Path) -> None:
     assert (block_split["nunique"] == 1).all()
     assert (block_split["first"] == "val").sum() == round(0.2 * 16)
     pd.testing.assert_frame_equal(frame, build_index(one, params))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        IndexParams(roi=8, context=32, stride=4, split="blocks", blocks=4, val_share=0.5),
+        IndexParams(roi=8, context=32, stride=4, split="halves", val_half="left"),
+    ],
+)
+def test_val_region_holds_exactly_the_val_rois(synthetic_root: Path, params: IndexParams) -> None:
+    one = read_bright(synthetic_root, limit=1)
+    frame = build_index(one, params)
+    region = val_region((64, 64), params)
+    assert 0 < region.mean() < 1
+    inside = [bool(region[y : y + 8, x : x + 8].all()) for y, x in frame[["y", "x"]].to_numpy()]
+    outside = [not region[y : y + 8, x : x + 8].any() for y, x in frame[["y", "x"]].to_numpy()]
+    assert list(frame["split"] == "val") == inside and list(frame["split"] == "train") == outside
+
+
+def test_val_region_needs_a_region_split() -> None:
+    with pytest.raises(ParameterError, match="not a region split"):
+        val_region((64, 64), IndexParams(split="random"))
 
 
 def test_layout_split_wins(tmp_path: Path) -> None:

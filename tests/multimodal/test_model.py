@@ -112,3 +112,36 @@ def test_load_errors(tmp_path):
         load_model(path)
     with pytest.raises(ParameterError, match="not JSON"):
         save_model(_tiny(), tmp_path / "x", extra={"bad": object()})
+
+
+@pytest.mark.parametrize(("stage", "stride"), [(2, 8), (3, 16), (4, 32)])
+def test_stage_pools_that_stages_roi_cells(stage, stride):
+    model = _tiny(pooling="roi", context=64, roi=16, stage=stage)
+    assert model.optical.stride == model.sar.stride == stride
+    optical, sar = _pair(size=64)
+    cells = roi_cells(64, 16, stride)
+    fmap = model.optical.features(optical)[-1]
+    assert fmap.shape[-1] == 64 // stride
+    pooled = fmap[:, :, cells, cells].mean(dim=(2, 3))
+    z = torch.nn.functional.normalize(model.optical_head(pooled), dim=1)
+    torch.testing.assert_close(model(optical, sar).optical, z)
+
+
+def test_stage_is_saved_and_older_files_load_at_the_last_stage(tmp_path):
+    model = _tiny(seed=2, stage=3, pooling="roi")
+    _, sidecar = model_paths(save_model(model, tmp_path / "m"))
+    loaded, meta = load_model(sidecar)
+    assert meta["model"]["stage"] == 3 and loaded.optical.stride == 16
+    optical, sar = _pair()
+    torch.testing.assert_close(loaded(optical, sar).score, model(optical, sar).score, rtol=0, atol=0)
+    last = _tiny(seed=2)
+    _, sidecar = model_paths(save_model(last, tmp_path / "old"))
+    header = json.loads(sidecar.read_text())
+    del header["model"]["stage"]  # written before the field existed
+    sidecar.write_text(json.dumps(header))
+    assert load_model(sidecar)[0].config.stage == 4
+
+
+def test_stage_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="stage"):
+        ModelConfig(stage=5)

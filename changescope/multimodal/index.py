@@ -181,7 +181,8 @@ def val_region(shape: tuple[int, int], params: IndexParams, image: int = 0) -> N
         raise ParameterError(f"split={params.split!r} is not a region split; use 'halves' or 'blocks'")
     n = params.blocks
     rows, cols = (np.arange(h) * n) // h, (np.arange(w) * n) // w
-    return _val_blocks(params, image)[rows[:, None] * n + cols[None, :]]
+    region: NDArray[np.bool_] = _val_blocks(params, image)[rows[:, None] * n + cols[None, :]]
+    return region
 
 
 def _region_split(rois: pd.DataFrame, shape: tuple[int, int], params: IndexParams, image: int) -> NDArray[Any]:

@@ -101,6 +101,15 @@ def evaluate_command(
         typer.Option("--paint", help="Pixels a window's score goes to: its whole window, or only its centred ROI."),
     ] = "window",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
+    holdout: Annotated[
+        Path | None,
+        typer.Option(
+            "--holdout",
+            metavar="INDEX",
+            help="The model's training index: score a pair it split by region (halves, blocks) only on the region "
+            "held out from training.",
+        ),
+    ] = None,
     baselines: Annotated[
         bool, typer.Option("--baselines/--no-baselines", help="Also score the training-free baselines.")
     ] = True,
@@ -135,7 +144,14 @@ def evaluate_command(
     def say(n: int, total: int, sample_id: str) -> None:
         console.print(f"[{n}/{total}] {sample_id}", highlight=False)
 
-    result = evaluate_samples(model, samples, out, settings, device=device, on_sample=say)
+    frame = None
+    if holdout is not None:
+        from changescope.multimodal.index import read_index
+
+        if not holdout.is_file():
+            raise ParameterError(f"--holdout {str(holdout)!r} does not exist; pass the index the model trained from")
+        frame = read_index(holdout)
+    result = evaluate_samples(model, samples, out, settings, device=device, on_sample=say, holdout=frame)
     table = Table(title=f"multimodal evaluation  {out}", title_justify="left")
     table.add_column("method")
     table.add_column("ROC AUC", justify="right")

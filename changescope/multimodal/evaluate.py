@@ -10,6 +10,11 @@ For every sample (a BRIGHT / DFC25 split, or one ``--pre/--post/--truth`` pair),
 - runs the training-free baselines of :mod:`~changescope.multimodal.baselines` on the stored pixels (log-ratio,
   CVA on ranks, structure consistency), unless ``baselines=False``.
 
+With ``holdout`` (the window index the model was trained from), a pair that the index split by region (``halves``
+or ``blocks``, for single scenes) is scored only on its held-out region
+(:func:`~changescope.multimodal.index.holdout_region`): the pixels the model never trained on. The maps still cover
+the whole pair.
+
 Then over **all pixels of all samples** (valid in both images and the truth; "changed" = damage class > 1 or the
 change mask): the threshold sweep of the model's scores (``OUT/sweep.json`` and ``OUT/sweep.png``), the ROC AUC of
 each baseline, and, for BRIGHT targets with a class head, the DFC25 4-class mIoU
@@ -36,6 +41,8 @@ from changescope.multimodal.pairs import Sample
 from changescope.types import PathLike
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from changescope.multimodal.predict import Paint, Weighting
 
 __all__ = ["BASELINES", "EVALUATION_FILE", "EvalSettings", "evaluate_samples", "read_evaluation"]
@@ -111,6 +118,7 @@ def evaluate_samples(
     *,
     device: str = "auto",
     on_sample: Callable[[int, int, str], None] | None = None,
+    holdout: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Predict and score ``samples`` into the folder ``out`` (module docstring).
 
@@ -121,6 +129,7 @@ def evaluate_samples(
         settings: Map settings (default :class:`EvalSettings`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         on_sample: Called with ``(number, total, id)`` after each sample.
+        holdout: The training index: score region-split pairs only on their held-out region (module docstring).
 
     Returns:
         The content written to ``OUT/evaluation.json``.
@@ -128,9 +137,11 @@ def evaluate_samples(
     Raises:
         ParameterError: No sample, a sample without truth or without an optical and a SAR side, or truth of
             one class only.
+        ParameterError: With ``holdout``, a sample is not in the index.
         GridMismatchError: Images or truth of a sample differ in size.
         BandMismatchError: A side's band count does not fit its modality (a SAR file given as optical).
     """
+    from changescope.multimodal.index import holdout_region
     from changescope.multimodal.io import (
         optical_georeference,
         sweep_json,
@@ -191,6 +202,11 @@ def evaluate_samples(
             )
         )
         keep = valid & truth.valid
+        if holdout is not None:
+            region = holdout_region(holdout, sample, (int(valid.shape[0]), int(valid.shape[1])))
+            rec["region"] = "all" if region is None else "held out"
+            if region is not None:
+                keep &= region
         scores.append(score[keep])
         labels.append(truth.damage[keep])
         rec |= {"pixels": int(keep.sum()), "changed": int(truth.damage[keep].sum())}
@@ -231,6 +247,7 @@ def evaluate_samples(
             "class_stride": class_stride,
             "weighting": s.weighting,
             "batch_size": s.batch_size,
+            "holdout": holdout is not None,
         },
         "class_head": net.class_head is not None,
         "auc": sweep.auc,

@@ -65,6 +65,7 @@ __all__ = [
     "PatchDataset",
     "SplitMethod",
     "build_index",
+    "holdout_region",
     "read_index",
     "val_region",
     "window_ratios",
@@ -183,6 +184,35 @@ def val_region(shape: tuple[int, int], params: IndexParams, image: int = 0) -> N
     rows, cols = (np.arange(h) * n) // h, (np.arange(w) * n) // w
     region: NDArray[np.bool_] = _val_blocks(params, image)[rows[:, None] * n + cols[None, :]]
     return region
+
+
+def holdout_region(index: pd.DataFrame, sample: Sample, shape: tuple[int, int]) -> NDArray[np.bool_] | None:
+    """The pixels of ``sample`` that ``index`` held out from training, when it split that image by region.
+
+    Args:
+        index: A window index (:func:`build_index` or :func:`read_index`, with ``attrs["params"]``).
+        sample: The pair, found in the index by its pre-event file.
+        shape: ``(H, W)`` of the pair.
+
+    Returns:
+        The image's :func:`val_region` when the index split it by region (``halves`` or ``blocks``), else ``None``
+        (the whole image is in one split: every pixel counts).
+
+    Raises:
+        ParameterError: The index has no parameters, or the pair is not in it.
+    """
+    raw = index.attrs.get("params")
+    if not isinstance(raw, dict):
+        raise ParameterError("the index carries no parameters; rebuild it with `changescope multimodal index`")
+    params = IndexParams(**raw)
+    rows = index[index["pre"] == str(sample.pre)]
+    if rows.empty:
+        raise ParameterError(
+            f"{str(sample.pre)!r} is not in the holdout index; evaluate the pairs it was built from, or drop --holdout"
+        )
+    if params.split not in ("halves", "blocks") or rows["split"].nunique() < 2:
+        return None
+    return val_region(shape, params, int(rows["image"].iloc[0]))
 
 
 def _region_split(rois: pd.DataFrame, shape: tuple[int, int], params: IndexParams, image: int) -> NDArray[Any]:

@@ -182,7 +182,8 @@ def _sweep_section(sweep: dict[str, Any], ev: dict[str, Any]) -> str:
 def _summary(ev: dict[str, Any]) -> str:
     from changescope.multimodal.layout import CLASSES
 
-    rows = [["model", ev["model"]], ["ROC AUC (all pixels)", ev["auc"]], ["best F1", ev["best"]["f1"]["value"]]]
+    scored = "held-out pixels" if ev["settings"].get("holdout") else "all pixels"
+    rows = [["model", ev["model"]], [f"ROC AUC ({scored})", ev["auc"]], ["best F1", ev["best"]["f1"]["value"]]]
     rows += [["window / stride", f"{ev['settings']['window']} / {ev['settings']['stride']} px"]]
     out = f'<section id="summary"><h2>Summary</h2>{_table(["", "value"], rows)}'
     miou = ev.get("miou")

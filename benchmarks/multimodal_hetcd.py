@@ -10,26 +10,31 @@ optical/SAR pairs (:func:`changescope.multimodal.synthetic.make_pair`), the pixe
 - ``sc``: :func:`~changescope.multimodal.baselines.structure_consistency` (defaults);
 - ``siam0``: :func:`~changescope.multimodal.baselines.untrained_siamese` (ResNet-34, seed 0, window 64, stride 32).
 
-With ``--train`` (default on), a tiny pseudo-siamese model per scene: the window index with ``split="halves"``
-(train on the left half, evaluate on the right; ROIs straddling the middle dropped), ``--context`` px context
-around a 16 px ROI at stride 8, ``--arch`` backbones pooled at ``--stage`` with ``--pooling``, Adam at ``--lr``
-(1e-4, not the published 1e-5: minutes of CPU), ``--epochs`` x ``--steps`` batches of ``--batch`` at the published
-negative share 0.8, paired flips and rotations. Its map is :func:`~changescope.multimodal.predict.change_map` over the
-whole image (window = context), each window's score painted on its centred ROI at stride 8 (``--paint roi``, the
-default here) or on the whole window at stride context / 4 (``--paint window``). The synthetic scenes are not split
-in halves: the model trains on ``--synthetic-train`` (4) other seeded pairs of the same event and is evaluated on
-the whole held-out pair (``--synthetic-train 0``: halves, like the real scenes), as a user trains on many images.
-Measured on the right halves (lr 1e-3, 3 x 15 steps, context 64): painting ROIs lifted shuguang 0.729 -> 0.753 and
-italy 0.641 -> 0.761; then lr 1e-4 and 6 x 30 steps 0.853 and 0.816.
-Note that context windows of left-half ROIs near the middle see right-half pixels (not their labels).
+With ``--train`` (default on), a tiny pseudo-siamese model per scene, trained on one region of the scene and
+evaluated on the other (``--split halves``: left trained, right evaluated; ``--split blocks``: a 4 x 4 grid, half
+of the blocks, drawn with ``--split-seed``, held out; ROIs straddling a boundary dropped):
 
-Two AUCs are printed per method: over the whole image and over the right half only (the trained model's test
-region; the columns to compare). Then the ratio trained / best baseline on the right half. img7 has no SAR side, so
-the model (which needs one optical and one SAR image) is not trained on it.
+- ``--context`` px context around a ``--roi`` px ROI (16) at stride roi / 2;
+- ``--arch`` backbones pooled at ``--stage`` with ``--pooling`` (default stage 3, ROI pooling; ours);
+- Adam at ``--lr`` (1e-4, not the published 1e-5: minutes of CPU), ``--epochs`` x ``--steps`` batches of
+  ``--batch`` at the published negative share 0.8, paired flips and rotations;
+- its map is :func:`~changescope.multimodal.predict.change_map` over the whole image (window = context), each
+  window's score painted on its centred ROI at stride roi / 2 (``--paint roi``, the default here) or on the whole
+  window at stride context / 4 (``--paint window``).
+
+The synthetic scenes are not split: the model trains on ``--synthetic-train`` (4) other seeded pairs of the same
+event and is evaluated on the whole held-out pair (``--synthetic-train 0``: split like the real scenes), as a user
+trains on many images. Context windows of training ROIs near a boundary see held-out pixels (not their labels).
+
+Two AUCs are printed per method: over the whole image and over the evaluated region (the pixels the model never
+trained on; the columns to compare). Then the ratio trained / best baseline there. img7 has no SAR side, so the
+model (which needs one optical and one SAR image) is not trained on it. ``--save-maps DIR`` keeps every map.
+The README's table gives the measured numbers.
 
 Usage: python benchmarks/multimodal_hetcd.py [--no-train] [--epochs 6] [--steps 30] [--context 64] [--lr 1e-4]
-    [--paint roi] [--stage 4] [--pooling global] [--synthetic-train 4] [--split halves] [--blocks 4]
-    [--val-share 0.5] [--arch resnet18] [--threads 2] [--only shuguang italy] [--data ../shared/data/hetcd]
+    [--paint roi] [--stage 3] [--pooling roi] [--synthetic-train 4] [--split halves] [--blocks 4]
+    [--val-share 0.5] [--split-seed 42] [--save-maps DIR] [--roi 16] [--arch resnet18] [--threads 2]
+    [--only shuguang italy] [--data ../shared/data/hetcd]
 """
 
 from __future__ import annotations
@@ -232,9 +237,9 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pooling", choices=["global", "roi"], default="global")
+    ap.add_argument("--pooling", choices=["global", "roi"], default="roi")
     ap.add_argument("--roi", type=int, default=16, help="ROI side (windows every roi / 2 px, painted at that stride)")
-    ap.add_argument("--stage", type=int, default=4, help="backbone stage pooled (4: last, stride 32)")
+    ap.add_argument("--stage", type=int, default=3, help="backbone stage pooled (4: last, stride 32; 3: stride 16)")
     ap.add_argument("--paint", choices=["window", "roi"], default="roi")
     ap.add_argument("--map-stride", type=int, default=0, help="0: roi / 2 with --paint roi, else context / 4")
     ap.add_argument(
@@ -248,6 +253,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=4, help="--split blocks: blocks per side")
     ap.add_argument("--val-share", type=float, default=0.5, help="--split blocks: share of blocks evaluated")
     ap.add_argument("--split-seed", type=int, default=42, help="--split blocks: seed of the blocks drawn")
+    ap.add_argument("--save-maps", type=Path, default=None, help="write each scene's maps to DIR/{scene}.npz")
     ap.add_argument("--only", nargs="*", default=None, help="scene names to run (default: all)")
     args = ap.parse_args()
 
@@ -277,9 +283,11 @@ def main() -> None:
             right = eval_region(scene, args)
             everywhere = np.ones((h, w), dtype=bool)
             cells, secs, best = [], [], 0.0
+            maps: dict[str, NDArray[np.float32]] = {}
             for name, fn in methods.items():
                 t0 = time.perf_counter()
                 score = fn(scene)
+                maps[name] = score
                 secs.append(f"{name}={time.perf_counter() - t0:.1f}")
                 full, half = _auc(score, scene, everywhere), _auc(score, scene, right)
                 best = max(best, half)
@@ -289,11 +297,17 @@ def main() -> None:
                 t0 = time.perf_counter()
                 tmap = trained_map(scene, Path(tmp), args)
                 if tmap is not None:
+                    maps["trained"] = tmap
+                if tmap is not None:
                     trained_half = _auc(tmap, scene, right)
                     cells.append(f"{_auc(tmap, scene, everywhere):.3f}/{trained_half:.3f}")
                     secs.append(f"train={time.perf_counter() - t0:.0f}")
                 else:
                     cells.append(f"{'n/a':>11}")
+            if args.save_maps is not None:
+                args.save_maps.mkdir(parents=True, exist_ok=True)
+                arrays = {"change": scene.change, "valid": scene.valid, "evaluated": right, **maps}
+                np.savez_compressed(args.save_maps / f"{scene.name}.npz", **arrays)
             ratio = trained_half / best if best > 0 else float("nan")
             row = f"{scene.name:<14}{f'{h}x{w}':>10}{100 * scene.change[scene.valid].mean():>6.1f} | "
             print(row + " ".join(f"{c:>11}" for c in cells) + f" | {ratio:>6.2f} {' '.join(secs)}", flush=True)

@@ -116,6 +116,9 @@ def index_command(
         typer.Option("--split", help="random: 80/20 by image; halves or blocks: by region (single scenes)."),
     ] = "random",
     blocks: Annotated[int, typer.Option("--blocks", help="Blocks per side for --split blocks.")] = 4,
+    val_share: Annotated[
+        float, typer.Option("--val-share", help="Share of images (random) or blocks (blocks) in validation.")
+    ] = 0.2,
     val_half: Annotated[
         Literal["left", "right"], typer.Option("--val-half", help="Half kept for validation (--split halves).")
     ] = "right",
@@ -151,6 +154,7 @@ def index_command(
         split=split,
         seed=seed,
         blocks=blocks,
+        val_share=val_share,
         val_half=val_half,
         class_rule=class_rule,
     )

@@ -191,7 +191,7 @@ def holdout_region(index: pd.DataFrame, sample: Sample, shape: tuple[int, int]) 
 
     Args:
         index: A window index (:func:`build_index` or :func:`read_index`, with ``attrs["params"]``).
-        sample: The pair, found in the index by its pre-event file.
+        sample: The pair, found in the index by its pre-event file (paths compared resolved).
         shape: ``(H, W)`` of the pair.
 
     Returns:
@@ -205,7 +205,9 @@ def holdout_region(index: pd.DataFrame, sample: Sample, shape: tuple[int, int]) 
     if not isinstance(raw, dict):
         raise ParameterError("the index carries no parameters; rebuild it with `changescope multimodal index`")
     params = IndexParams(**raw)
-    rows = index[index["pre"] == str(sample.pre)]
+    target = Path(sample.pre).resolve()
+    same = {p for p in index["pre"].unique() if Path(p).resolve() == target}
+    rows = index[index["pre"].isin(same)]
     if rows.empty:
         raise ParameterError(
             f"{str(sample.pre)!r} is not in the holdout index; evaluate the pairs it was built from, or drop --holdout"

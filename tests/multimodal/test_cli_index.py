@@ -121,6 +121,18 @@ def test_pair_with_region_split(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--split", "blocks", "--blocks", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert set(read_index(out)["split"]) == {"train", "val"}
+    shares = []
+    for share in ("0.25", "0.75"):
+        result = runner.invoke(
+            app, [*args, "--split", "blocks", "--blocks", "2", "--val-share", share, "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        frame = read_index(out)
+        assert frame.attrs["params"]["val_share"] == float(share)
+        shares.append(
+            frame.assign(block=(frame["y"] // 24) * 2 + frame["x"] // 32).query("split == 'val'")["block"].nunique()
+        )
+    assert shares == [1, 3]
 
 
 def test_one_line_errors(flat: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,5 +183,5 @@ def test_cli_defaults_are_the_index_defaults() -> None:
 
     defaults = IndexParams()
     signature = inspect.signature(index_command).parameters
-    for name in ("roi", "context", "stride", "min_valid", "split", "seed", "blocks", "val_half"):
+    for name in ("roi", "context", "stride", "min_valid", "split", "seed", "blocks", "val_share", "val_half"):
         assert signature[name].default == getattr(defaults, name), name

@@ -80,3 +80,18 @@ def test_a_pair_missing_from_the_index_is_refused(scene, tmp_path: Path, capsys:
     assert "is not in the holdout index" in message and str(other.pre) in message
     message = fails([*args, "--holdout", str(tmp_path / "nope.parquet")], capsys)
     assert "--holdout" in message and "does not exist" in message
+
+
+def test_the_pair_is_found_by_its_resolved_path(scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    index_path, _, pair = scene
+    from dataclasses import replace
+
+    from changescope.multimodal.index import read_index
+
+    index = read_index(index_path)
+    pre = Path(pair[1])
+    sample = read_bright(pre.parents[1])[0]
+    monkeypatch.chdir(pre.parent)
+    relative = replace(sample, pre=Path(pre.name))
+    region = holdout_region(index, relative, (96, 96))
+    assert region is not None and (region == val_region((96, 96), PARAMS)).all()

@@ -158,7 +158,7 @@ def split_params(args: argparse.Namespace, context: int | None = None) -> Any:
 
 def eval_region(scene: Scene, args: argparse.Namespace) -> NDArray[np.bool_]:
     """The pixels the trained model is evaluated on: the held-out region, or all of a held-out synthetic pair."""
-    from changescope.multimodal.index import val_region
+    from changescope.multimodal.regions import val_region
 
     if scene.files is None and args.synthetic_train > 0:
         return np.ones(scene.change.shape, dtype=bool)

@@ -54,6 +54,7 @@ from numpy.typing import NDArray
 from changescope.errors import CorruptFileError, EmptySeriesError, ParameterError
 from changescope.io.writers import atomic_path
 from changescope.multimodal.pairs import Sample, crop_window, normalise_pair, read_pair_arrays
+from changescope.multimodal.regions import region_split, val_region
 from changescope.multimodal.windows import N_DAMAGE_CLASSES, ClassRule, window_ratios
 from changescope.types import PathLike
 
@@ -67,7 +68,6 @@ __all__ = [
     "build_index",
     "holdout_region",
     "read_index",
-    "val_region",
     "window_ratios",
     "write_index",
 ]
@@ -149,43 +149,6 @@ def _image_splits(samples: Sequence[Sample], params: IndexParams) -> list[str | 
     return out
 
 
-def _val_blocks(params: IndexParams, image: int) -> NDArray[np.bool_]:
-    """Which of the ``blocks x blocks`` blocks of image number ``image`` are ``val`` (row-major, seeded)."""
-    n = params.blocks
-    rng = np.random.default_rng([params.seed, image])
-    n_val = min(n * n - 1, max(1, round(params.val_share * n * n)))
-    chosen = np.zeros(n * n, dtype=bool)
-    chosen[rng.permutation(n * n)[:n_val]] = True
-    return chosen
-
-
-def val_region(shape: tuple[int, int], params: IndexParams, image: int = 0) -> NDArray[np.bool_]:
-    """The pixels of an image that a region split (``halves`` or ``blocks``) puts in ``val``.
-
-    Args:
-        shape: ``(H, W)`` of the image.
-        params: The index parameters (``split``, ``val_half``, ``blocks``, ``val_share``, ``seed``).
-        image: Number of the image in the index (the blocks are drawn per image).
-
-    Returns:
-        ``(H, W)`` mask, True in the validation region: what a model trained on the other region is evaluated on.
-
-    Raises:
-        ParameterError: ``params.split`` is not a region split.
-    """
-    h, w = shape
-    if params.split == "halves":
-        out = np.zeros((h, w), dtype=bool)
-        out[:, w // 2 :] = True
-        return out if params.val_half == "right" else ~out
-    if params.split != "blocks":
-        raise ParameterError(f"split={params.split!r} is not a region split; use 'halves' or 'blocks'")
-    n = params.blocks
-    rows, cols = (np.arange(h) * n) // h, (np.arange(w) * n) // w
-    region: NDArray[np.bool_] = _val_blocks(params, image)[rows[:, None] * n + cols[None, :]]
-    return region
-
-
 def holdout_region(index: pd.DataFrame, sample: Sample, shape: tuple[int, int]) -> NDArray[np.bool_] | None:
     """The pixels of ``sample`` that ``index`` held out from training, when it split that image by region.
 
@@ -217,23 +180,6 @@ def holdout_region(index: pd.DataFrame, sample: Sample, shape: tuple[int, int]) 
     return val_region(shape, params, int(rows["image"].iloc[0]))
 
 
-def _region_split(rois: pd.DataFrame, shape: tuple[int, int], params: IndexParams, image: int) -> NDArray[Any]:
-    """``train``/``val`` of each ROI of one image by region, or ``""`` for ROIs that straddle a boundary."""
-    h, w = shape
-    y0, x0 = rois["y"].to_numpy(), rois["x"].to_numpy()
-    y1, x1 = y0 + params.roi - 1, x0 + params.roi - 1
-    if params.split == "halves":
-        left, right = x1 < w // 2, x0 >= w // 2
-        val, train = (right, left) if params.val_half == "right" else (left, right)
-    else:
-        n = params.blocks
-        by0, bx0, by1, bx1 = (y0 * n) // h, (x0 * n) // w, (y1 * n) // h, (x1 * n) // w
-        inside = (by0 == by1) & (bx0 == bx1)
-        val = inside & _val_blocks(params, image)[by0 * n + bx0]
-        train = inside & ~val
-    return np.where(val, "val", np.where(train, "train", ""))
-
-
 def build_index(samples: Sequence[Sample], params: IndexParams | None = None) -> pd.DataFrame:
     """The window index of ``samples`` (the module docstring gives the rules).
 
@@ -262,7 +208,7 @@ def build_index(samples: Sequence[Sample], params: IndexParams | None = None) ->
         rois = window_ratios(pair, p.roi, p.stride, p.class_rule)
         rois = rois[rois["valid_ratio"] >= p.min_valid].reset_index(drop=True)
         if split is None:
-            rois["split"] = _region_split(rois, pair.valid.shape, p, image)
+            rois["split"] = region_split(rois["y"].to_numpy(), rois["x"].to_numpy(), pair.valid.shape, p, image)
             rois = rois[rois["split"] != ""]
         else:
             rois["split"] = split

@@ -11,10 +11,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from changescope.multimodal.config import ModelConfig
-from changescope.multimodal.index import IndexParams, build_index, holdout_region, val_region, write_index
+from changescope.multimodal.index import IndexParams, build_index, holdout_region, write_index
 from changescope.multimodal.layout import read_bright
 from changescope.multimodal.model import PseudoSiamese, save_model
 from changescope.multimodal.pairs import read_pair_arrays
+from changescope.multimodal.regions import val_region
 from changescope.multimodal.synthetic import write_bright
 
 from .cli_helpers import fails, ok

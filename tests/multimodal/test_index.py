@@ -17,12 +17,12 @@ from changescope.multimodal.index import (
     PatchDataset,
     build_index,
     read_index,
-    val_region,
     window_ratios,
     write_index,
 )
 from changescope.multimodal.layout import bright_paths, read_bright
 from changescope.multimodal.pairs import PairArrays, Side, Truth, crop_window, normalise_pair, read_pair_arrays
+from changescope.multimodal.regions import val_region
 from changescope.multimodal.synthetic import write_bright
 
 SMALL = IndexParams(roi=16, context=32, stride=8)

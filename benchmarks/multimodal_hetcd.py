@@ -27,9 +27,10 @@ event and is evaluated on the whole held-out pair (``--synthetic-train 0``: spli
 trains on many images. Context windows of training ROIs near a boundary see held-out pixels (not their labels).
 
 Two AUCs are printed per method: over the whole image and over the evaluated region (the pixels the model never
-trained on; the columns to compare). Then the ratio trained / best baseline there. img7 has no SAR side, so the
-model (which needs one optical and one SAR image) is not trained on it. ``--save-maps DIR`` keeps every map.
-The README's table gives the measured numbers.
+trained on; the columns to compare). Synthetic scenes get a second row: per method, the AUC of damaged and of
+destroyed roofs against intact roofs in the evaluated region (does the map see damage, or only buildings?). Then the
+ratio trained / best baseline there. img7 has no SAR side, so the model (which needs one optical and one SAR image)
+is not trained on it. ``--save-maps DIR`` keeps every map. The README's table gives the measured numbers.
 
 Usage: python benchmarks/multimodal_hetcd.py [--no-train] [--epochs 6] [--steps 30] [--context 64] [--lr 1e-4]
     [--paint roi] [--stage 3] [--pooling roi] [--synthetic-train 4] [--split halves] [--blocks 4]
@@ -67,6 +68,7 @@ class Scene:
     change: NDArray[np.bool_]
     valid: NDArray[np.bool_]
     files: tuple[Path, Path, Path] | None
+    classes: NDArray[np.uint8] | None = None
 
 
 REAL = {
@@ -106,7 +108,8 @@ def synthetic_scene(seed: int, event: str) -> Scene:
     p = make_pair(seed, size=256, event=event)
     ones = np.ones(p.change.shape, dtype=bool)
     name = f"synth-{event.split('-')[1]}"
-    return Scene(name, p.optical.astype(np.float32), p.sar.astype(np.float32), "optical", "sar", p.change, ones, None)
+    optical, sar = p.optical.astype(np.float32), p.sar.astype(np.float32)
+    return Scene(name, optical, sar, "optical", "sar", p.change, ones, None, p.target)
 
 
 def synthetic_scenes() -> list[Scene]:
@@ -126,6 +129,20 @@ def _auc(score: NDArray[np.float32], scene: Scene, region: NDArray[np.bool_]) ->
     if y.all() or not y.any():
         return float("nan")
     return float(roc_auc_score(y, score[m]))
+
+
+def by_class(scene: Scene, maps: dict[str, NDArray[np.float32]], region: NDArray[np.bool_]) -> list[str]:
+    """Per map: AUC of damaged (2) and of destroyed (3) roofs against intact ones (1), ``damaged/destroyed``."""
+    classes = cast(NDArray[np.uint8], scene.classes)
+    cells = []
+    for score in maps.values():
+        aucs = []
+        for damage in (2, 3):
+            keep = region & ((classes == damage) | (classes == 1))
+            y = classes[keep] == damage
+            aucs.append(float(roc_auc_score(y, score[keep])) if y.any() and not y.all() else float("nan"))
+        cells.append("/".join(f"{a:.3f}" for a in aucs))
+    return cells
 
 
 def _write_synthetic(scene: Scene, folder: Path) -> tuple[Path, Path, Path]:
@@ -311,6 +328,8 @@ def main() -> None:
             ratio = trained_half / best if best > 0 else float("nan")
             row = f"{scene.name:<14}{f'{h}x{w}':>10}{100 * scene.change[scene.valid].mean():>6.1f} | "
             print(row + " ".join(f"{c:>11}" for c in cells) + f" | {ratio:>6.2f} {' '.join(secs)}", flush=True)
+            if scene.classes is not None:
+                print(f"{'':<14}{'by class':>16} | " + " ".join(f"{c:>11}" for c in by_class(scene, maps, right)))
 
 
 if __name__ == "__main__":

@@ -26,13 +26,28 @@ from typing import Any, Literal, TypeAlias, get_args
 from changescope.errors import ParameterError
 from changescope.types import ClusterMethod, Context, Device, Method, Metric, RankBy, Reference, ThresholdMethod
 
-__all__ = ["STAGES", "DiscoverConfig", "EmbedConfig", "NullScale", "RunConfig", "ScoreConfig", "option_flag"]
+__all__ = [
+    "ISOLATE_PIXEL_DATES",
+    "STAGES",
+    "DiscoverConfig",
+    "EmbedConfig",
+    "NullScale",
+    "RunConfig",
+    "ScoreConfig",
+    "option_flag",
+]
 
 NullScale: TypeAlias = Literal["patch", "aoi"]
 """How the null of "no change" treats patches (:mod:`changescope.change.calibrate`)."""
 
 STAGES: tuple[str, ...] = ("embed", "score", "discover")
 """The stages of a run, in order."""
+
+ISOLATE_PIXEL_DATES = 100_000_000
+"""Pixel-dates (height x width x dates) from which a run embeds in a child process by default
+(:attr:`EmbedConfig.isolate`): about 4096 x 4096 px x 6 dates, which takes minutes to embed, so the child's few
+seconds of start-up (importing torch again) cost little, while the 0.5 GiB that torch keeps resident would be carried
+into the score stage."""
 
 
 def option_flag(name: str) -> str:
@@ -70,6 +85,10 @@ class EmbedConfig:
         workers: Local dask cluster size for embedding.
         scheduler: Address of an existing dask scheduler.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        isolate: Embed in a child process (:mod:`changescope.embed.isolate`), so that the run's own process never
+            imports torch and keeps no embedding buffers into the score stage; ``None``: when the series is lazily
+            read and holds at least :data:`ISOLATE_PIXEL_DATES` pixel-dates, and neither ``workers`` nor
+            ``scheduler`` is given (their workers are other processes already). Results are identical either way.
     """
 
     encoder: str = "spectral"
@@ -82,6 +101,7 @@ class EmbedConfig:
     workers: int | None = None
     scheduler: str | None = None
     device: Device = "auto"
+    isolate: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.encoder:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from changescope.config import DiscoverConfig, EmbedConfig, ScoreConfig
+from changescope.config import ISOLATE_PIXEL_DATES, DiscoverConfig, EmbedConfig, ScoreConfig
 from changescope.errors import ChangescopeError, ParameterError
 from changescope.io.writers import atomic_path, write_geotiff
 from changescope.patch_scores import PatchScores, write_parquet
@@ -74,14 +74,34 @@ class Scored:
     timings: dict[str, float]
 
 
-def _embed(ds: xr.Dataset, cfg: EmbedConfig, kw: dict[str, Any], overwrite: bool) -> AnyPath:
+def embed_here(ds: xr.Dataset, encoder: str, kw: dict[str, Any], overwrite: bool) -> AnyPath:
+    """Embed in this process (a store made with other parameters or dates is redone); returns the store's path."""
     from changescope.embed import embed_series
     from changescope.embed.store import StoreMismatchError
 
     try:
-        return embed_series(ds, cfg.encoder, overwrite=overwrite, **kw)
+        return embed_series(ds, encoder, overwrite=overwrite, **kw)
     except StoreMismatchError:  # made with other parameters or dates: redo it
-        return embed_series(ds, cfg.encoder, overwrite=True, **kw)
+        return embed_series(ds, encoder, overwrite=True, **kw)
+
+
+def isolates(ds: xr.Dataset, cfg: EmbedConfig) -> bool:
+    """Whether the embedding runs in a child process (:attr:`~changescope.config.EmbedConfig.isolate`)."""
+    if cfg.isolate is not None:
+        return cfg.isolate
+    if cfg.workers is not None or cfg.scheduler is not None:
+        return False
+    lazy = all(var.chunks is not None for var in ds.data_vars.values())
+    pixel_dates = ds.sizes.get("time", 1) * ds.sizes.get("y", 1) * ds.sizes.get("x", 1)
+    return lazy and pixel_dates >= ISOLATE_PIXEL_DATES
+
+
+def _embed(ds: xr.Dataset, cfg: EmbedConfig, kw: dict[str, Any], overwrite: bool) -> AnyPath:
+    if isolates(ds, cfg):
+        from changescope.embed.isolate import call_in_child
+
+        return call_in_child(embed_here, ds, cfg.encoder, kw, overwrite)
+    return embed_here(ds, cfg.encoder, kw, overwrite)
 
 
 def _reused_store(path: AnyPath, name: str) -> AnyPath | None:
@@ -120,7 +140,8 @@ def embed_stage(
 
     grid = PatchGrid.for_series(ds, cfg.patch_size, cfg.stride)
     config = dataclasses.asdict(cfg)
-    key = rd.stage_key("embed", input_key, {**config, "reused": str(embeddings) if embeddings else None})
+    same_files = {k: v for k, v in config.items() if k != "isolate"}  # where it runs changes no file
+    key = rd.stage_key("embed", input_key, {**same_files, "reused": str(embeddings) if embeddings else None})
     fresh = not rd.is_current("embed", key)
     rd.begin("embed", key, keep_own=True)
     kw: dict[str, Any] = {

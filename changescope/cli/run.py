@@ -116,6 +116,7 @@ def run(
     workers: so.Workers = so.EMBED.workers,
     scheduler: so.Scheduler = so.EMBED.scheduler,
     device: so.DeviceOpt = so.EMBED.device,
+    isolate: so.Isolate = so.EMBED.isolate,
     seed: Seed = so.DISCOVER.seed,
     no_report: NoReport = False,
     quiet: Quiet = False,
@@ -135,6 +136,7 @@ def run(
             workers=workers,
             scheduler=scheduler,
             device=device,
+            isolate=isolate,
         ),
         so.score_config(
             method=method,

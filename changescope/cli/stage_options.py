@@ -33,6 +33,14 @@ Subdivide = Annotated[
 Workers = Annotated[int | None, typer.Option("--workers", help="Local dask cluster workers.")]
 Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Existing dask scheduler address.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the encoder runs.")]
+Isolate = Annotated[
+    bool | None,
+    typer.Option(
+        "--isolate/--no-isolate",
+        help="Embed in a child process, so that the run's own process never holds torch (auto: large lazy series).",
+        show_default="auto",
+    ),
+]
 
 MethodOpt = Annotated[Method, typer.Option("--method", "-m", help="Change score.")]
 ReferenceOpt = Annotated[Reference, typer.Option("--reference", help="Reference observations.")]

@@ -228,7 +228,9 @@ def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[n
                 "lr": args.lr,
                 "batches_per_epoch": args.steps,
                 "augment": True,
+                "negative_share": args.negative_share,
             },
+            "loss": {"negatives": args.negatives, "symmetric": args.symmetric},
             "out": str(work / scene.name / "run"),
             "seed": 0,
             "device": "cpu",
@@ -258,6 +260,9 @@ def main() -> None:
     ap.add_argument("--roi", type=int, default=16, help="ROI side (windows every roi / 2 px, painted at that stride)")
     ap.add_argument("--stage", type=int, default=3, help="backbone stage pooled (4: last, stride 32; 3: stride 16)")
     ap.add_argument("--paint", choices=["window", "roi"], default="roi")
+    ap.add_argument("--negatives", choices=["changed", "all"], default="changed", help="InfoNCE negatives (loss)")
+    ap.add_argument("--symmetric", action="store_true", help="also anchor the SAR projections (loss)")
+    ap.add_argument("--negative-share", type=float, default=0.8, help="share of changed pairs per batch")
     ap.add_argument("--map-stride", type=int, default=0, help="0: roi / 2 with --paint roi, else context / 4")
     ap.add_argument(
         "--synthetic-train",

@@ -123,11 +123,14 @@ class LossConfig(_Strict):
         temperature: InfoNCE temperature.
         damage_weight: Weight of the softplus term of the damaged pairs (ours; the method gives none, i.e. 1).
         symmetric: Also use the SAR projections as anchors and average both directions (ours).
+        negatives: ``changed`` (published): the changed pairs of the batch are the InfoNCE negatives; ``all`` (ours):
+            the other unchanged pairs too, so the model learns which SAR matches which optical window everywhere.
     """
 
     temperature: float = Field(default=0.07, gt=0.0)
     damage_weight: float = Field(default=1.0, ge=0.0)
     symmetric: bool = False
+    negatives: Literal["changed", "all"] = "changed"
 
 
 class OptimConfig(_Strict):
@@ -278,6 +281,7 @@ loss:
   temperature: 0.07     # InfoNCE temperature [0.07]
   damage_weight: 1.0    # weight of softplus(cos) on damaged pairs (ours; unweighted in the method)
   symmetric: false      # also SAR anchors, both directions averaged (ours)
+  negatives: changed    # InfoNCE negatives: changed pairs (published) or all other pairs (ours)
 
 optim:
   epochs: 9             # [9]

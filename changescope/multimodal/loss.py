@@ -14,12 +14,17 @@ For a batch of ``N`` pairs with L2-normalised optical projections ``o_i``, SAR p
 
 Choices not published, documented here: the two terms are group means added with ``damage_weight`` = 1; the
 softplus takes the unscaled cosine; the anchors are the optical projections (``symmetric=True`` also anchors the
-SAR projections on the optical ones and averages both directions). The tests compare this with a naive loop.
+SAR projections on the optical ones and averages both directions). ``negatives="all"`` (ours) also counts the SAR
+projections of the batch's other *unchanged* pairs as negatives, as CLIP-style cross-modal matching does: the
+model then learns which SAR belongs to which optical window everywhere, not only how the labelled changes look,
+so a kind of change absent from the training labels (a new river where only buildings were labelled) still
+breaks the match. The tests compare this with a naive loop.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +32,15 @@ from torch import nn
 
 from changescope.errors import ParameterError
 
-__all__ = ["ContrastiveChangeLoss", "contrastive_change_loss"]
+__all__ = ["NEGATIVES", "ContrastiveChangeLoss", "Negatives", "contrastive_change_loss"]
+
+Negatives = Literal["changed", "all"]
+NEGATIVES: tuple[str, ...] = get_args(Negatives)
 
 
-def _check_params(temperature: float, damage_weight: float) -> None:
+def _check_params(temperature: float, damage_weight: float, negatives: str = "changed") -> None:
+    if negatives not in NEGATIVES:
+        raise ParameterError(f"negatives={negatives!r} is not one of {', '.join(NEGATIVES)}")
     if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0):
         raise ParameterError(f"temperature={temperature!r} must be a finite number > 0 (the method uses 0.07)")
     if not (isinstance(damage_weight, int | float) and math.isfinite(damage_weight) and damage_weight >= 0):
@@ -53,11 +63,11 @@ def _check(z_opt: torch.Tensor, z_sar: torch.Tensor, labels: torch.Tensor) -> No
         )
 
 
-def _anchored(sim: torch.Tensor, anchors: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
-    """Mean InfoNCE of the anchor rows of ``sim`` (logits), the diagonal positive, the ``changed`` columns negative."""
+def _anchored(sim: torch.Tensor, anchors: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Mean InfoNCE of the anchor rows of ``sim`` (logits), the diagonal positive, the ``negative`` columns negative."""
     n = sim.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=sim.device)
-    allowed = eye | changed[None, :]
+    allowed = eye | negative[None, :]
     logits = sim[anchors].masked_fill(~allowed[anchors], float("-inf"))
     per_anchor = torch.logsumexp(logits, dim=1) - sim.diagonal()[anchors]
     return per_anchor.mean()
@@ -71,6 +81,7 @@ def contrastive_change_loss(
     temperature: float = 0.07,
     damage_weight: float = 1.0,
     symmetric: bool = False,
+    negatives: Negatives = "changed",
 ) -> torch.Tensor:
     """The loss of the module docstring.
 
@@ -81,6 +92,8 @@ def contrastive_change_loss(
         temperature: InfoNCE temperature, > 0.
         damage_weight: Weight of the softplus term, >= 0.
         symmetric: Average the optical-anchored and SAR-anchored InfoNCE.
+        negatives: ``"changed"`` (published): the changed pairs' projections are the negatives; ``"all"`` (ours):
+            every other labelled pair's too.
 
     Returns:
         Scalar loss tensor.
@@ -88,7 +101,7 @@ def contrastive_change_loss(
     Raises:
         ParameterError: Shapes or labels that do not fit, or a bad temperature or weight.
     """
-    _check_params(temperature, damage_weight)
+    _check_params(temperature, damage_weight, negatives)
     _check(z_opt, z_sar, labels)
     o, s = F.normalize(z_opt, dim=1), F.normalize(z_sar, dim=1)
     labels = labels.to(o.device)
@@ -96,9 +109,10 @@ def contrastive_change_loss(
     loss = o.new_zeros(())
     if bool(unchanged.any()):
         sim = (o @ s.T) / temperature
-        nce = _anchored(sim, unchanged, changed)
+        negative = changed if negatives == "changed" else labels >= 0
+        nce = _anchored(sim, unchanged, negative)
         if symmetric:
-            nce = (nce + _anchored(sim.T, unchanged, changed)) / 2
+            nce = (nce + _anchored(sim.T, unchanged, negative)) / 2
         loss = loss + nce
     if bool(changed.any()):
         cos = (o[changed] * s[changed]).sum(dim=1)
@@ -113,15 +127,23 @@ class ContrastiveChangeLoss(nn.Module):
         temperature: InfoNCE temperature (0.07).
         damage_weight: Weight of the softplus term on damaged pairs.
         symmetric: Average both anchoring directions.
+        negatives: Which pairs' projections are negatives (``"changed"`` or ``"all"``).
 
     Raises:
-        ParameterError: A bad temperature or weight.
+        ParameterError: A bad temperature, weight or ``negatives``.
     """
 
-    def __init__(self, temperature: float = 0.07, damage_weight: float = 1.0, symmetric: bool = False) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        damage_weight: float = 1.0,
+        symmetric: bool = False,
+        negatives: Negatives = "changed",
+    ) -> None:
         super().__init__()
-        _check_params(temperature, damage_weight)
+        _check_params(temperature, damage_weight, negatives)
         self.temperature, self.damage_weight, self.symmetric = float(temperature), float(damage_weight), symmetric
+        self.negatives: Negatives = negatives
 
     def forward(self, z_opt: torch.Tensor, z_sar: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of ``(N, D)`` optical and SAR projections with ``(N,)`` labels; a scalar."""
@@ -132,4 +154,5 @@ class ContrastiveChangeLoss(nn.Module):
             temperature=self.temperature,
             damage_weight=self.damage_weight,
             symmetric=self.symmetric,
+            negatives=self.negatives,
         )

@@ -147,7 +147,7 @@ class _Trainer:
             self.optimizer, mode="min", factor=o.plateau_factor, patience=o.plateau_patience
         )
         self.criterion = ContrastiveChangeLoss(
-            config.loss.temperature, config.loss.damage_weight, config.loss.symmetric
+            config.loss.temperature, config.loss.damage_weight, config.loss.symmetric, config.loss.negatives
         )
         self.sampler = RatioBatchSampler(
             _labels(train), o.batch_size, o.negative_share, seed=config.seed, num_batches=o.batches_per_epoch

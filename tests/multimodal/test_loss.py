@@ -11,7 +11,7 @@ from changescope.errors import ParameterError
 from changescope.multimodal.loss import ContrastiveChangeLoss, contrastive_change_loss
 
 
-def naive_loss(o, s, labels, temperature, damage_weight, symmetric):
+def naive_loss(o, s, labels, temperature, damage_weight, symmetric, negatives="changed"):
     """Straight from the method's wording, one pair at a time, in plain Python floats."""
 
     def unit(v):
@@ -26,12 +26,14 @@ def naive_loss(o, s, labels, temperature, damage_weight, symmetric):
     y = labels.tolist()
     changed = [j for j, v in enumerate(y) if v == 1]
     unchanged = [i for i, v in enumerate(y) if v == 0]
+    labelled = [j for j, v in enumerate(y) if v >= 0]
 
     def nce(anchor, other):
         terms = []
         for i in unchanged:
             pos = math.exp(dot(anchor[i], other[i]) / temperature)
-            neg = sum(math.exp(dot(anchor[i], other[j]) / temperature) for j in changed)
+            pool = changed if negatives == "changed" else [j for j in labelled if j != i]
+            neg = sum(math.exp(dot(anchor[i], other[j]) / temperature) for j in pool)
             terms.append(-math.log(pos / (pos + neg)))
         return sum(terms) / len(terms)
 
@@ -47,14 +49,17 @@ def naive_loss(o, s, labels, temperature, damage_weight, symmetric):
 @pytest.mark.parametrize("dim", [3, 32])
 @pytest.mark.parametrize("temperature", [0.07, 0.5, 2.0])
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_matches_naive_loop(n, dim, temperature, symmetric):
+@pytest.mark.parametrize("negatives", ["changed", "all"])
+def test_matches_naive_loop(n, dim, temperature, symmetric, negatives):
     gen = torch.Generator().manual_seed(n * 1000 + dim + int(temperature * 100))
     o = torch.randn(n, dim, generator=gen, dtype=torch.float64)
     s = torch.randn(n, dim, generator=gen, dtype=torch.float64)
     labels = torch.randint(-1, 2, (n,), generator=gen)
     weight = 0.3 + float(torch.rand((), generator=gen, dtype=torch.float64))
-    got = contrastive_change_loss(o, s, labels, temperature=temperature, damage_weight=weight, symmetric=symmetric)
-    want = naive_loss(o, s, labels, temperature, weight, symmetric)
+    got = contrastive_change_loss(
+        o, s, labels, temperature=temperature, damage_weight=weight, symmetric=symmetric, negatives=negatives
+    )
+    want = naive_loss(o, s, labels, temperature, weight, symmetric, negatives)
     assert float(got) == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
@@ -89,6 +94,20 @@ def test_invariant_to_the_projection_norm_and_ignores_unlabelled():
     assert float(contrastive_change_loss(o[keep], s[keep], labels[keep])) == pytest.approx(float(base), rel=1e-6)
 
 
+def test_all_negatives_also_separates_unchanged_pairs():
+    # Without a changed pair the published loss has nothing to contrast; with negatives="all" a batch of unchanged
+    # pairs still learns which SAR belongs to which optical window (and a shuffled match costs more).
+    gen = torch.Generator().manual_seed(4)
+    o = torch.randn(6, 8, generator=gen)
+    labels = torch.zeros(6, dtype=torch.long)
+    assert float(contrastive_change_loss(o, o.clone(), labels)) == 0.0
+    aligned = contrastive_change_loss(o, o.clone(), labels, negatives="all")
+    shuffled = contrastive_change_loss(o, o.roll(1, 0), labels, negatives="all")
+    assert 0.0 < float(aligned) < float(shuffled)
+    module = ContrastiveChangeLoss(negatives="all")
+    assert torch.equal(module(o, o.roll(1, 0), labels), shuffled)
+
+
 def test_aligned_unchanged_pairs_lose_less():
     gen = torch.Generator().manual_seed(3)
     o = torch.randn(8, 16, generator=gen)
@@ -107,6 +126,7 @@ def test_aligned_unchanged_pairs_lose_less():
         ({"z_sar": torch.zeros(3, 5)}, "same non-empty"),
         ({"temperature": 0.0}, "temperature"),
         ({"damage_weight": -1.0}, "damage_weight"),
+        ({"negatives": "some"}, "negatives='some'"),
     ],
 )
 def test_bad_inputs_name_the_argument(kwargs, match):

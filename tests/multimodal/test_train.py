@@ -137,6 +137,19 @@ def test_refuses_to_overwrite_and_to_resume_a_different_run(tmp_path):
         train_multimodal(_config(tmp_path / "r", epochs=2), TinyPairs(n=20), val, resume=True, progress=False)
 
 
+def test_loss_negatives_reach_the_criterion(tmp_path):
+    # negatives="all" also contrasts the unchanged pairs with each other: same seed, same batches, other weights
+    base = _config(tmp_path / "changed", epochs=1)
+    other = config_from_dict(base.model_dump() | {"loss": {"negatives": "all"}, "out": str(tmp_path / "all")})
+    a = train_multimodal(base, TinyPairs(seed=4), None, progress=False)
+    b = train_multimodal(other, TinyPairs(seed=4), None, progress=False)
+    assert load_config(tmp_path / "all" / "config.yaml").loss.negatives == "all"
+    assert a.history[0]["loss"] != b.history[0]["loss"]
+    wa = dict(load_model(a.last)[0].named_parameters())["optical_head.net.0.weight"]
+    wb = dict(load_model(b.last)[0].named_parameters())["optical_head.net.0.weight"]
+    assert not torch.equal(wa, wb)
+
+
 def test_sampler_share_that_the_labels_cannot_fill(tmp_path):
     all_unchanged = TinyPairs(p_changed=0.0)
     with pytest.raises(ParameterError, match="negative_share"):

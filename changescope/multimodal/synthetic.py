@@ -15,9 +15,11 @@ lots over the farmland of a disc of radius 0.38 x side). Building footprints are
   0.22-0.25, fields 0.09-0.14, lava 0.3), modulated by the landscape texture; the sensor looks from the west, so an
   intact building gets a bright double-bounce line (x 12) on its western edge, a layover-like copy of its roof
   shifted west by its height (1-4 px) and a radar shadow (x 0.1) of the same length east of it. Damaged buildings
-  keep a third of the double bounce, half the layover and shadow; destroyed ones become rubble (bright, rough
-  texture) without double bounce. Multiplicative gamma speckle (3 looks) is applied to the intensity; the file holds
-  the amplitude as uint8 (255 x sqrt(intensity) / 1.5, clipped to 1..255).
+  are partly collapsed: a compact part of the roof (20-60 %, drawn per building from a smooth random field) becomes
+  rubble, the rest keeps its roof but a third of the double bounce, half the layover and shadow; destroyed ones
+  become rubble whole (rough texture, lognormal backscatter) without double bounce, layover or shadow.
+  Multiplicative gamma speckle (3 looks) is applied to the intensity; the file holds the amplitude as uint8
+  (255 x sqrt(intensity) / 1.5, clipped to 1..255).
 - **Target**: 0 background, 1 intact, 2 damaged, 3 destroyed (buildings only, as in BRIGHT); ``change`` adds the
   flooded and lava-covered ground.
 
@@ -146,6 +148,25 @@ def _damage(
     return cls, flood, lava
 
 
+def _collapsed(rng: np.random.Generator, buildings: NDArray[np.int32], cls: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    """The collapsed parts of damaged roofs: per building, the top 20-60 % of a smooth field (3 px) over its roof."""
+    pixel_cls = cls[buildings]
+    field = smooth_noise(rng, buildings.shape, 3.0)
+    share = rng.uniform(0.2, 0.6, len(cls))
+    damaged = np.flatnonzero(pixel_cls.ravel() == 2)
+    if not damaged.size:
+        return np.zeros(buildings.shape, dtype=bool)
+    ids = buildings.ravel()[damaged]
+    order = np.lexsort((field.ravel()[damaged], ids))
+    sorted_ids = ids[order]
+    starts = np.searchsorted(sorted_ids, sorted_ids, side="left")
+    counts = np.searchsorted(sorted_ids, sorted_ids, side="right") - starts
+    rank = (np.arange(order.size) - starts + 0.5) / counts
+    out = np.zeros(buildings.size, dtype=bool)
+    out[damaged[order]] = rank > 1.0 - share[sorted_ids]
+    return out.reshape(buildings.shape)
+
+
 def _shift_west(mask: NDArray[np.bool_], k: int) -> NDArray[np.bool_]:
     out = np.zeros_like(mask)
     out[:, : mask.shape[1] - k] = mask[:, k:]
@@ -178,9 +199,10 @@ def _sar(
             for j in range(1, reach + 1):
                 shadow |= np.pad(sel, ((0, 0), (j, 0)))[:, :-j]
             sigma[shadow & ~roof & ~layover] *= 0.1
+    collapsed = _collapsed(rng, buildings, cls)
     sigma[west_edge & (pixel_cls == 1)] *= 12.0
-    sigma[west_edge & (pixel_cls == 2)] *= 4.0
-    rubble = pixel_cls == 3
+    sigma[west_edge & (pixel_cls == 2) & ~collapsed] *= 4.0
+    rubble = (pixel_cls == 3) | collapsed
     sigma[rubble] = 0.2 * np.exp(0.8 * rng.standard_normal(int(rubble.sum())).astype(np.float32))
     intensity = sigma * rng.gamma(_LOOKS, 1.0 / _LOOKS, sigma.shape).astype(np.float32)
     amplitude = np.sqrt(intensity) * (255.0 / 1.5)

@@ -72,6 +72,37 @@ def test_flood_darkens_the_post_event_sar() -> None:
     assert np.median(sar[flooded_ground]) < 0.5 * np.median(sar[dry])
 
 
+def test_damaged_buildings_are_partly_collapsed() -> None:
+    from scipy import ndimage
+
+    from changescope.multimodal.synthetic import _collapsed
+
+    rng = np.random.default_rng(0)
+    buildings, n = ndimage.label(rng.random((96, 96)) < 0.55)  # random blobs stand in for roofs
+    buildings = buildings.astype(np.int32)
+    cls = rng.integers(1, 4, n + 1).astype(np.uint8)
+    cls[0] = 0
+    collapsed = _collapsed(np.random.default_rng(1), buildings, cls)
+    pixel_cls = cls[buildings]
+    assert not (collapsed & (pixel_cls != 2)).any()  # only damaged roofs collapse in part
+    sizes = np.bincount(buildings.ravel(), minlength=n + 1)
+    share = np.bincount(buildings.ravel(), weights=collapsed.ravel(), minlength=n + 1) / np.maximum(sizes, 1)
+    big = (cls == 2) & (sizes >= 20)
+    assert big.sum() >= 5
+    assert (share[big] >= 0.2 - 1 / sizes[big]).all() and (share[big] <= 0.6 + 1 / sizes[big]).all()
+    assert share[big].std() > 0.05  # each building draws its own share
+
+
+def test_sar_ranks_intact_damaged_destroyed_roofs_by_brightness() -> None:
+    # intact roofs keep their double bounce; damaged ones keep a third of it on their standing part; destroyed
+    # ones are rubble: the mean amplitude falls in that order
+    pair = make_pair(11, size=256, event="turkey-earthquake")
+    sar = pair.sar[0].astype(float)
+    means = [sar[pair.target == c].mean() for c in (1, 2, 3)]
+    assert min((pair.target == c).sum() for c in (1, 2, 3)) > 200
+    assert means[0] > means[1] > means[2]
+
+
 def test_files_are_georeferenced_geotiffs(tmp_path: Path) -> None:
     pairs = write_bright(tmp_path, n=2, size=64, seed=1)
     pre = tmp_path / "pre-event" / f"{pairs[1].id}_pre_disaster.tif"

@@ -18,6 +18,8 @@ of the blocks, drawn with ``--split-seed``, held out; ROIs straddling a boundary
 - ``--arch`` backbones pooled at ``--stage`` with ``--pooling`` (default stage 3, ROI pooling; ours);
 - Adam at ``--lr`` (1e-4, not the published 1e-5: minutes of CPU), ``--epochs`` x ``--steps`` batches of
   ``--batch`` at the published negative share 0.8, paired flips and rotations;
+- InfoNCE with ``--negatives all`` (default here, ours: the other unchanged pairs of the batch are negatives too;
+  ``changed``, the published choice, contrasts each unchanged pair with the changed pairs only);
 - its map is :func:`~changescope.multimodal.predict.change_map` over the whole image (window = context), each
   window's score painted on its centred ROI at stride roi / 2 (``--paint roi``, the default here) or on the whole
   window at stride context / 4 (``--paint window``).
@@ -33,7 +35,7 @@ ratio trained / best baseline there. img7 has no SAR side, so the model (which n
 is not trained on it. ``--save-maps DIR`` keeps every map. The README's table gives the measured numbers.
 
 Usage: python benchmarks/multimodal_hetcd.py [--no-train] [--epochs 6] [--steps 30] [--context 64] [--lr 1e-4]
-    [--paint roi] [--stage 3] [--pooling roi] [--synthetic-train 4] [--split halves] [--blocks 4]
+    [--paint roi] [--stage 3] [--pooling roi] [--negatives all] [--synthetic-train 4] [--split halves] [--blocks 4]
     [--val-share 0.5] [--split-seed 42] [--save-maps DIR] [--roi 16] [--arch resnet18] [--threads 2]
     [--only shuguang italy] [--data ../shared/data/hetcd]
 """
@@ -260,7 +262,9 @@ def main() -> None:
     ap.add_argument("--roi", type=int, default=16, help="ROI side (windows every roi / 2 px, painted at that stride)")
     ap.add_argument("--stage", type=int, default=3, help="backbone stage pooled (4: last, stride 32; 3: stride 16)")
     ap.add_argument("--paint", choices=["window", "roi"], default="roi")
-    ap.add_argument("--negatives", choices=["changed", "all"], default="changed", help="InfoNCE negatives (loss)")
+    ap.add_argument(
+        "--negatives", choices=["changed", "all"], default="all", help="InfoNCE negatives (loss; 'changed': published)"
+    )
     ap.add_argument("--symmetric", action="store_true", help="also anchor the SAR projections (loss)")
     ap.add_argument("--negative-share", type=float, default=0.8, help="share of changed pairs per batch")
     ap.add_argument("--map-stride", type=int, default=0, help="0: roi / 2 with --paint roi, else context / 4")

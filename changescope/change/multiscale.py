@@ -93,10 +93,10 @@ def max_over_subpatches(
             f"sub-patch scores of shape {f.shape!r} do not cover a {n_rows} x {n_cols} patch grid "
             f"(need at least {need_r} x {need_c} sub-patches); embed the sub-patches on the same image"
         )
-    windows = _windows(f, n_rows, n_cols, subdivide, step)
-    out = np.full(windows.shape[:3], np.nan)
-    has = np.isfinite(windows).any(axis=-1)
-    out[has] = np.nanmax(windows[has], axis=-1)
+    out = np.full((f.shape[0], n_rows, n_cols), np.nan)
+    for dr in range(subdivide):  # one strided view per offset: no (T, patches, k * k) copy of the scores
+        for dc in range(subdivide):
+            np.fmax(out, f[:, dr::step, dc::step][:, :n_rows, :n_cols], out=out)  # fmax skips NaN
     return out
 
 
@@ -145,7 +145,8 @@ def subpatch_choice(
     patch's own; ``fine_row``/``fine_col`` locate that sub-patch (the most changed one) in the sub-patch grid.
     """
     _, n_rows, n_cols = np.shape(coarse_scores)
-    peak = np.where(np.isfinite(fine_scores), fine_scores, -np.inf).max(axis=0)  # (rows_f, cols_f)
+    peak = np.fmax.reduce(np.asarray(fine_scores, dtype=np.float64), axis=0)  # (rows_f, cols_f); fmax skips NaN
+    peak[~np.isfinite(peak)] = -np.inf
     win = _windows(peak, n_rows, n_cols, subdivide, step)  # (n_rows, n_cols, k*k)
     best = win.argmax(axis=-1)
     own = np.where(np.isfinite(coarse_scores), coarse_scores, -np.inf).max(axis=0)

@@ -309,15 +309,12 @@ def score_multiscale(
     source = StoreSource.picked(
         emb["embedding"], fine["embedding"], choice, coarse.used.reshape(n_t, -1), standardize=False
     )
-    merged = StoreScores(
-        raw=coarse.raw,
-        z=_raise(coarse.z, sub.z, subdivide, step),
-        scores=_raise(coarse.scores, sub.scores, subdivide, step),
-        used=coarse.used,
-        pending=coarse.pending,
-        null_z=_raise(coarse.null_z, sub.null_z, subdivide, step),
-        null_scores=_raise(coarse.null_scores, sub.null_scores, subdivide, step),
-    )
+    # the sub-patch arrays (4x the patches) are the stage's largest: each is dropped once raised onto the patches
+    parts = {name: getattr(sub, name) for name in ("z", "scores", "null_z", "null_scores")}
+    del sub, choice
+    raised = {name: _raise(getattr(coarse, name), parts.pop(name), subdivide, step) for name in tuple(parts)}
+    release()
+    merged = StoreScores(raw=coarse.raw, used=coarse.used, pending=coarse.pending, **raised)
     return calibrate(merged, nulls, scale=scale, confirm=confirm), source
 
 

@@ -79,9 +79,11 @@ READ_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_
 they decode in parallel while the encoder waits for the block (two halve a Sentinel-2 block's read on 2 cores;
 three did no better)."""
 
-GDAL_CACHE_BYTES = 128 * 2**20
+GDAL_CACHE_BYTES = 48 * 2**20
 """GDAL block cache while a task reads its block. GDAL's default (5 % of the machine's RAM) grows every process by
-gigabytes on large stacks, while each task reads its pixels once."""
+gigabytes on large stacks, while each task reads its pixels once but for the ring around the block, which lies in
+the neighbouring internal tiles. On a whole tile, 48 MiB read 66 blocks of 1024 px in the time 128 MiB did (34.1 s
+against 33.5-35.9 s) and kept 0.08 GiB less resident."""
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,10 @@ from changescope.storepath import AnyPath, StorePath, as_path
 
 __all__ = ["MAX_OPEN", "cached_raster", "close_cached"]
 
-MAX_OPEN = 64
-"""Most files kept open per process (a date of a Sentinel-2 L2A series is 13 files)."""
+MAX_OPEN = 32
+"""Most files kept open per process: two dates of a Sentinel-2 L2A series (13 files each), the date being embedded
+and the next, which the reader thread starts early (tasks run date by date). Each open file holds its share of GDAL's
+block cache and its own state: on a whole tile, 64 open files kept 0.09 GiB more than 16 after 6 dates."""
 
 _Key = tuple[str, int, int]
 

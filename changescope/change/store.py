@@ -314,7 +314,15 @@ def score_multiscale(
     del sub, choice
     raised = {name: _raise(getattr(coarse, name), parts.pop(name), subdivide, step) for name in tuple(parts)}
     release()
-    merged = StoreScores(raw=coarse.raw, used=coarse.used, pending=coarse.pending, **raised)
+    merged = StoreScores(
+        raw=coarse.raw,
+        z=raised["z"],
+        scores=raised["scores"],
+        used=coarse.used,
+        pending=coarse.pending,
+        null_z=raised["null_z"],
+        null_scores=raised["null_scores"],
+    )
     return calibrate(merged, nulls, scale=scale, confirm=confirm), source
 
 

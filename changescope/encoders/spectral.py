@@ -248,7 +248,8 @@ class SpectralEncoder(Encoder):
             x = self.check_tiles(tiles)
             if x.device.type == "cpu":  # numpy is several times faster there (changescope.encoders.spectral_numpy)
                 pairs = [(ia, ib) for _, ia, ib in self._indices]
-                return torch.from_numpy(cell_features(x.numpy(), self.cell, pairs, self.per_date))
+                threads = torch.get_num_threads()  # the cores torch would use here (1 in the reader thread)
+                return torch.from_numpy(cell_features(x.numpy(), self.cell, pairs, self.per_date, threads))
             return self._torch_features(x)
 
     def _torch_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,19 @@ tile has an invalid pixel: a cloud-free tile takes plain sorts, slices and means
 Sentinel-2 bands (16 tiles of 256 px) took 830 ms with the torch code and 145 ms here; with a cloud in one tile,
 745 ms and 205 ms (same machine, 2 threads, best of 3).
 Results equal the torch implementation's to float32 rounding (a test compares both on tiles with clouds).
+
+Tiles are independent, and every statistic is per tile: a batch is computed a few tiles at a time (their
+temporaries within :data:`CHUNK_BYTES`, which stay in cache and are not fresh pages the kernel must fault in),
+shared among ``threads`` threads (numpy releases the GIL in its sorts, reductions and copies), with the values of a
+single pass. The encoder passes torch's thread count, so that it uses the cores a neural encoder would. 16 tiles of
+10 bands x 256 px on the 2-core development machine: 97 ms in one pass, 55 ms a tile at a time (75 ms two at a
+time), 42 ms a tile at a time in two threads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -21,6 +29,8 @@ __all__ = ["cell_features"]
 
 F32 = NDArray[np.float32]
 _EPS = 1e-12
+CHUNK_BYTES = 4 << 20
+"""Tiles are computed a few at a time, their cell layout within this size (module docstring)."""
 
 
 def _masked_mean(a: F32, axis: tuple[int, ...], has_nan: bool) -> F32:
@@ -82,7 +92,11 @@ def _quartiles(cells: F32) -> tuple[F32, F32, F32]:
 
 
 def cell_features(
-    x: F32, cell: int, indices: Sequence[tuple[int, int]], per_date: Literal["none", "brightness", "zscore"]
+    x: F32,
+    cell: int,
+    indices: Sequence[tuple[int, int]],
+    per_date: Literal["none", "brightness", "zscore"],
+    threads: int = 1,
 ) -> F32:
     """Per-cell features of ``(N, C, H, W)`` reflectance (NaN = invalid), in the encoder's feature order.
 
@@ -91,10 +105,36 @@ def cell_features(
         cell: Cell side in pixels.
         indices: ``(a, b)`` band positions of each normalised-difference index, in feature order.
         per_date: Per-tile normalisation.
+        threads: Threads sharing the tiles (module docstring); the values do not depend on it.
 
     Returns:
         ``(N, D, H // cell, W // cell)`` float32; 0 where a feature has no valid pixel.
     """
+    n, c, h, w = x.shape
+    per_tile = (c + len(indices) + 1) * h * w * 4  # bytes of a tile's cell layout, the largest temporary
+    step = max(1, min(n, CHUNK_BYTES // max(1, per_tile)))
+    starts = range(0, n, step)
+    if len(starts) == 1:
+        return _cell_features(x, cell, indices, per_date)
+    out = np.empty((n, 2 * c + len(indices) + 3, h // cell, w // cell), dtype=np.float32)
+
+    def one(i: int) -> None:
+        out[i : i + step] = _cell_features(x[i : i + step], cell, indices, per_date)
+
+    workers = min(max(1, threads), len(starts))
+    if workers == 1:
+        for i in starts:
+            one(i)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="changescope-spectral") as pool:
+            list(pool.map(one, starts))
+    return out
+
+
+def _cell_features(
+    x: F32, cell: int, indices: Sequence[tuple[int, int]], per_date: Literal["none", "brightness", "zscore"]
+) -> F32:
+    """:func:`cell_features` in the calling thread."""
     n, c, h, w = x.shape
     s = cell
     valid = np.asarray(np.isfinite(x).all(axis=1), dtype=bool)  # (N, H, W)

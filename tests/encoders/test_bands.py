@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from changescope.encoders.bands import band_indices, normalize
+from changescope.encoders.bands import _normalize_torch, band_indices, normalize, normalize_array
 from changescope.encoders.base import BandSpec, EncoderMeta, Normalization
 from changescope.errors import BandMismatchError, ParameterError
 from changescope.series import BandInfo
@@ -144,3 +144,34 @@ def test_normalize_none_keeping_nan_turns_only_infinities_into_nan() -> None:
     assert torch.equal(normalize(clean, Normalization("none"), keep_nan=True), clean)
     zeroed = normalize(x, Normalization("none"))
     assert zeroed[0, 0, 0, 0] == pytest.approx(0.1) and bool((zeroed[0, 0].flatten()[1:] == 0).all())
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [
+        Normalization(kind="none"),
+        Normalization(kind="meanstd", mean=(0.1, 0.2, 0.3), std=(0.05, 0.06, 0.0)),
+        Normalization(kind="stretch", low=2.0, high=98.0),
+        Normalization(kind="stretch", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), low=1.0, high=99.5),
+    ],
+)
+@pytest.mark.parametrize("keep_nan", [False, True])
+def test_normalize_on_the_cpu_runs_in_numpy_with_the_torch_kernels_values(norm: Normalization, keep_nan: bool) -> None:
+    x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1)) * 0.5
+    x[0, :, :3, :3] = torch.nan
+    x[1, 0, 2, :] = torch.inf
+    x[3, 1] = torch.nan
+    before = x.numpy().copy()
+    arr = normalize_array(x.numpy(), norm, keep_nan=keep_nan)
+    want = _normalize_torch(x.clone(), norm, keep_nan=keep_nan)
+    assert np.array_equal(x.numpy(), before, equal_nan=True)  # the input is left as it was
+    assert arr.dtype == np.float32
+    assert np.array_equal(arr.view(np.int32), want.numpy().view(np.int32))
+    assert torch.equal(normalize(x, norm, keep_nan=keep_nan).view(torch.int32), want.view(torch.int32))
+
+
+def test_normalize_keeps_float64_tensors_in_torch() -> None:
+    x = torch.rand(1, 2, 4, 4, dtype=torch.float64)
+    out = normalize(x, Normalization("meanstd", mean=(0.5, 0.5), std=(0.25, 0.25)))
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, (x - 0.5) / 0.25)

@@ -143,8 +143,16 @@ def _interp(
     a: NDArray[np.float32], rows: tuple[Any, Any], cols: tuple[Any, Any], fy: Any, fx: Any
 ) -> NDArray[np.float32]:
     """Separable linear interpolation of ``a``: rows ``rows[0]``/``rows[1]`` weighted ``1 - fy``/``fy``, then cols."""
+    # in place, on the gathered copies: the same operations as ``top + (bottom - top) * fy`` without temporaries
+    # (a 1024 px window of a 20 m band: 8 ms with them, several times less without)
     top = np.take(a, rows[0], axis=0)
-    top += (np.take(a, rows[1], axis=0) - top) * fy[:, None]
+    step = np.take(a, rows[1], axis=0)
+    step -= top
+    step *= fy[:, None]
+    top += step
     left: NDArray[np.float32] = np.take(top, cols[0], axis=1)
-    left += (np.take(top, cols[1], axis=1) - left) * fx[None, :]
+    right = np.take(top, cols[1], axis=1)
+    right -= left
+    right *= fx[None, :]
+    left += right
     return left

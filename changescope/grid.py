@@ -216,27 +216,41 @@ class PatchGrid:
             return best
         raise ParameterError(f"how={how!r} is not one of 'fraction', 'mean', 'majority'")
 
-    def paint(self, values: NDArray[Any], fill: float = np.nan) -> NDArray[np.float64]:
+    def paint(self, values: NDArray[Any], fill: float = np.nan, rows: slice | None = None) -> NDArray[np.float64]:
         """Paint patch values ``(..., n_rows, n_cols)`` back onto pixels ``(..., height, width)``.
 
         Overlapping patches (``stride < size``) are averaged; pixels in no patch get ``fill``.
+
+        Args:
+            values: Patch values.
+            fill: Value of pixels in no patch.
+            rows: Paint only these pixel rows (``(..., rows, width)``, the same values as those rows of the whole
+                painting): a large raster can be painted a strip at a time.
         """
         vals = np.asarray(values, dtype=np.float64)
         if vals.shape[-2:] != self.shape:
             raise GridMismatchError(f"patch map has shape {vals.shape[-2:]!r}, the grid is {self.shape!r}")
+        y0, y1, _ = (rows or slice(0, self.height)).indices(self.height)
+        y1 = max(y0, y1)
         lead = vals.shape[:-2]
-        total = np.zeros((*lead, self.height, self.width))
-        count = np.zeros((self.height, self.width))
+        total = np.zeros((*lead, y1 - y0, self.width))
+        count = np.zeros((y1 - y0, self.width))
         if self.stride == self.size:
-            block = np.repeat(np.repeat(vals, self.size, axis=-2), self.size, axis=-1)
+            r0, r1 = min(self.n_rows, y0 // self.size), min(self.n_rows, -(-y1 // self.size))
+            block = np.repeat(np.repeat(vals[..., r0:r1, :], self.size, axis=-2), self.size, axis=-1)
+            block = block[..., y0 - r0 * self.size : y1 - r0 * self.size, :]
             h, w = block.shape[-2:]
             total[..., :h, :w] = block
             count[:h, :w] = 1
         else:
             for r in range(self.n_rows):
+                ys, _ = self.window(r, 0)
+                lo, hi = max(ys.start, y0), min(ys.stop, y1)
+                if lo >= hi:
+                    continue
                 for c in range(self.n_cols):
-                    ys, xs = self.window(r, c)
-                    total[..., ys, xs] += vals[..., r, c, None, None]
-                    count[ys, xs] += 1
+                    _, xs = self.window(r, c)
+                    total[..., lo - y0 : hi - y0, xs] += vals[..., r, c, None, None]
+                    count[lo - y0 : hi - y0, xs] += 1
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1), fill)

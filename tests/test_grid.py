@@ -131,3 +131,16 @@ def test_errors_on_wrong_shapes():
         grid.window(2, 0)
     with pytest.raises(ParameterError, match="majority"):
         grid.aggregate(np.zeros((8, 8)), "majority")
+
+
+@settings(max_examples=60, deadline=None)
+@given(grids(), st.integers(0, 2**31), st.data())
+def test_paint_of_a_strip_of_rows_equals_those_rows_of_the_whole_painting(grid, seed, data):
+    vals = np.random.default_rng(seed).normal(size=(2, *grid.shape))
+    vals[0, 0, 0] = np.nan
+    whole = grid.paint(vals)
+    y0 = data.draw(st.integers(0, grid.height))
+    y1 = data.draw(st.integers(0, grid.height + 5))
+    strip = grid.paint(vals, rows=slice(y0, y1))
+    assert strip.shape == (2, max(0, min(y1, grid.height) - y0), grid.width)
+    np.testing.assert_array_equal(strip, whole[:, y0:y1])

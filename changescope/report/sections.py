@@ -21,10 +21,10 @@ from numpy.typing import NDArray
 from changescope.report.figures import colorbar_figure, dendrogram_figure
 from changescope.report.images import (
     MAGENTA,
-    block_mean,
     figure_uri,
     outline,
     overlay,
+    painted_mean,
     png_uri,
     read_rgb,
     rgb_indices,
@@ -131,7 +131,7 @@ def scores_section(im: Imagery, cube: NDArray[np.float64], grid: Any, threshold:
     cmap = colormaps[CMAP]
     cards = []
     for t, when in enumerate(im.times):
-        painted = block_mean(grid.paint(cube[t]), im.factor)
+        painted = painted_mean(grid, cube[t], im.factor)
         base = im.quicklook(t, mask=False).astype(np.float32).mean(axis=2, keepdims=True)
         grey = np.repeat(base * 0.8, 3, axis=2).astype(np.uint8)
         h, w = min(grey.shape[0], painted.shape[0]), min(grey.shape[1], painted.shape[1])

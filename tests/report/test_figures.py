@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pytest
 import xarray as xr
 from PIL import Image
 
@@ -60,3 +61,20 @@ def test_scatter_figure_groups():
     groups = pd.Series(["no change"] * 10 + ["type 0"] * 10 + ["noise"] * 10)
     png = figure_png(scatter_figure(xy, groups.tolist(), "t"))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("size", "stride", "factor"), [(16, 16, 3), (16, 8, 5), (7, 7, 1), (8, 8, 64)])
+def test_painted_mean_strip_by_strip_equals_the_whole_painting_reduced(monkeypatch, size, stride, factor):
+    from affine import Affine
+
+    import changescope.report.images as images
+    from changescope.grid import PatchGrid
+
+    grid = PatchGrid(size, stride, 203, 190, Affine(10.0, 0, 0.0, 0, -10.0, 0.0), "EPSG:32633")
+    vals = np.random.default_rng(3).normal(size=grid.shape)
+    vals[2, :4] = np.nan
+    want = images.block_mean(grid.paint(vals), factor)
+    monkeypatch.setattr(images, "READ_BYTES", 8 * 4 * factor * 190 * 2)  # strips of two block rows
+    got = images.painted_mean(grid, vals, factor)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)

@@ -243,7 +243,7 @@ def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[n
     model, _ = load_model(result.last)
     optical, sar, _ = normalise_pair(read_pair_arrays(sample))
     stride = args.map_stride or (max(1, args.roi // 2) if args.paint == "roi" else max(1, args.context // 4))
-    return change_map(model, optical, sar, window=args.context, stride=stride, paint=args.paint)
+    return change_map(model, optical, sar, window=args.context, stride=stride, paint=args.paint, tta=args.tta)
 
 
 def main() -> None:
@@ -262,6 +262,7 @@ def main() -> None:
     ap.add_argument("--roi", type=int, default=16, help="ROI side (windows every roi / 2 px, painted at that stride)")
     ap.add_argument("--stage", type=int, default=3, help="backbone stage pooled (4: last, stride 32; 3: stride 16)")
     ap.add_argument("--paint", choices=["window", "roi"], default="roi")
+    ap.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8], help="test-time views averaged per window")
     ap.add_argument(
         "--negatives", choices=["changed", "all"], default="all", help="InfoNCE negatives (loss; 'changed': published)"
     )

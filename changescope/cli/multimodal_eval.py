@@ -100,6 +100,13 @@ def evaluate_command(
         Literal["window", "roi"],
         typer.Option("--paint", help="Pixels a window's score goes to: its whole window, or only its centred ROI."),
     ] = "window",
+    tta: Annotated[
+        int,
+        typer.Option(
+            "--tta",
+            help="Test-time views averaged per window: 1 (one pass), 2, 4 or 8 rotations and flips (x passes).",
+        ),
+    ] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
     holdout: Annotated[
         Path | None,
@@ -139,7 +146,7 @@ def evaluate_command(
         limit=limit,
     )
     console = Console(quiet=quiet)
-    settings = EvalSettings(window, stride, class_stride, weighting, batch_size, baselines, paint)
+    settings = EvalSettings(window, stride, class_stride, weighting, batch_size, baselines, paint, tta)
 
     def say(n: int, total: int, sample_id: str) -> None:
         console.print(f"[{n}/{total}] {sample_id}", highlight=False)

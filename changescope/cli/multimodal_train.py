@@ -155,6 +155,13 @@ def predict_command(
             help="Pixels a window's score goes to: its whole window, or only its centred ROI (sharper, more windows).",
         ),
     ] = "window",
+    tta: Annotated[
+        int,
+        typer.Option(
+            "--tta",
+            help="Test-time views averaged per window: 1 (one pass), 2, 4 or 8 rotations and flips (x passes).",
+        ),
+    ] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
     classes: Annotated[
@@ -195,10 +202,17 @@ def predict_command(
     began = time.perf_counter()
     step = default_stride(paint, int(net.config.roi)) if stride is None else stride
     scores = change_map(
-        net, optical, sar, window=size, stride=step, weighting=weighting, batch_size=batch_size, paint=paint
+        net, optical, sar, window=size, stride=step, weighting=weighting, batch_size=batch_size, paint=paint, tta=tta
     )
     crs, transform = optical_georeference(sample)
-    tags = {"model": str(model), "window": str(size), "stride": str(step), "weighting": weighting, "paint": paint}
+    tags = {
+        "model": str(model),
+        "window": str(size),
+        "stride": str(step),
+        "weighting": weighting,
+        "paint": paint,
+        "tta": str(tta),
+    }
     write_change_map(out, scores, crs=crs, transform=transform, valid=valid, tags=tags)
     console = Console(quiet=quiet)
     where = f"COG in {crs.to_string()}" if crs is not None else "GeoTIFF without georeference (pixel grid)"
@@ -208,7 +222,7 @@ def predict_command(
         soft_wrap=True,
     )
     if net.class_head is not None:
-        probs = class_map(net, optical, sar, window=size, stride=int(net.config.roi), batch_size=batch_size)
+        probs = class_map(net, optical, sar, window=size, stride=int(net.config.roi), batch_size=batch_size, tta=tta)
         write_class_map(classes_out, damage_classes(probs, valid), crs=crs, transform=transform, tags=tags)
         console.print(f"class map  {classes_out}  0-3 (255 = nodata), {where}", highlight=False, soft_wrap=True)
 

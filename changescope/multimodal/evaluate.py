@@ -66,6 +66,7 @@ class EvalSettings:
         baselines: Also score the training-free baselines.
         paint: Which pixels a change-map window's score goes to: ``"window"`` (all of it) or ``"roi"`` (its centred
             ROI; :func:`~changescope.multimodal.predict.change_map`).
+        tta: Test-time views averaged per window (1, 2, 4 or 8; :func:`~changescope.multimodal.predict.change_map`).
     """
 
     window: int | None = None
@@ -75,6 +76,7 @@ class EvalSettings:
     batch_size: int = 32
     baselines: bool = True
     paint: Paint = "window"
+    tta: int = 1
 
 
 def _baseline_maps(pre: NDArray[np.float32], post: NDArray[np.float32], valid: NDArray[np.bool_]) -> list[Any]:
@@ -192,9 +194,16 @@ def evaluate_samples(
             weighting=s.weighting,
             batch_size=s.batch_size,
             paint=s.paint,
+            tta=s.tta,
         )
         crs, transform = optical_georeference(sample)
-        tags = {"model": str(model_path), "window": str(window), "stride": str(stride), "sample": sample.id}
+        tags = {
+            "model": str(model_path),
+            "window": str(window),
+            "stride": str(stride),
+            "tta": str(s.tta),
+            "sample": sample.id,
+        }
         rec = _sample_record(sample)
         rec["change_map"] = str(
             write_change_map(
@@ -216,7 +225,14 @@ def evaluate_samples(
                 acc.append(m[keep])
         if net.class_head is not None:
             probs = class_map(
-                net, optical, sar, window=window, stride=class_stride, weighting=s.weighting, batch_size=s.batch_size
+                net,
+                optical,
+                sar,
+                window=window,
+                stride=class_stride,
+                weighting=s.weighting,
+                batch_size=s.batch_size,
+                tta=s.tta,
             )
             classes = damage_classes(probs, valid)
             path = maps_dir / f"{sample.id}_damage.tif"
@@ -244,6 +260,7 @@ def evaluate_samples(
             "window": window,
             "stride": stride,
             "paint": s.paint,
+            "tta": s.tta,
             "class_stride": class_stride,
             "weighting": s.weighting,
             "batch_size": s.batch_size,

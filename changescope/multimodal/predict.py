@@ -13,6 +13,12 @@ Windows start at ``0, stride, 2 * stride, ...`` and one more is aligned to the f
 (a stride above the painted side, the window or the ROI, is reduced to that side, which would otherwise leave gaps);
 an image smaller than the window is padded with zeros (the mean of normalised inputs).
 
+``tta`` (ours, test-time augmentation): each window is also scored under the first ``tta`` of the 8 rotations and
+flips of the square (the same on both images: rot90 by 0, 1, 2, 3 quarter turns, then the same flipped left-right),
+and its value is the mean over them. Training with ``optim.augment`` shows the network these views; the mean
+smooths what each view's score owes to orientation. The ROI is centred, so every view describes the same region.
+``tta=1`` (the default) is the published single pass; the cost is ``tta`` times the forward passes.
+
 ``paint="roi"`` (ours; the default of :func:`class_map`, whose head learns the class of the centred ROI) gives a
 window's value only to its centred ``model.config.roi`` px region: the ROIs tile the image at ``stride`` (one more
 ROI aligned to the far edge) and each window is its ROI's context, zero-padded beyond the image, so border pixels
@@ -94,6 +100,16 @@ def window_weights(window: int, weighting: Weighting = "uniform", power: float =
     return weights
 
 
+TTA_VIEWS = (1, 2, 4, 8)
+"""Allowed numbers of test-time views (module docstring)."""
+
+
+def _view(x: torch.Tensor, k: int) -> torch.Tensor:
+    """View ``k`` (0-7) of a batch ``(N, C, H, W)``: ``k % 4`` quarter turns, flipped left-right from ``k = 4``."""
+    out = torch.rot90(x, k % 4, dims=(2, 3))
+    return out.flip(-1) if k >= 4 else out
+
+
 def _check_inputs(
     optical: NDArray[np.floating], sar: NDArray[np.floating], window: int, stride: int, batch_size: int
 ) -> None:
@@ -143,8 +159,11 @@ def _sliding(
     *,
     classes: bool,
     paint: Paint = "window",
+    tta: int = 1,
 ) -> NDArray[np.float32]:
     _check_inputs(optical_img, sar_img, window, stride, batch_size)
+    if tta not in TTA_VIEWS:
+        raise ParameterError(f"tta={tta!r}: choose one of {', '.join(map(str, TTA_VIEWS))} test-time views")
     if classes and model.class_head is None:
         raise ParameterError("the model has no damage class head (model.n_classes = 0); train one with n_classes > 0")
     _, h, w = optical_img.shape
@@ -162,9 +181,13 @@ def _sliding(
             for i in range(0, len(boxes), batch_size):
                 crops = np.stack([pair[:, y : y + window, x : x + window] for y, x in boxes[i : i + batch_size]])
                 t = torch.from_numpy(crops).to(device)
-                out = model(t[:, :3], t[:, 3:])
-                v = torch.softmax(out.logits, dim=1) if classes and out.logits is not None else out.score[:, None]
-                values.append(v.float().cpu().numpy())
+                views = []
+                for k in range(tta):
+                    tv = _view(t, k)
+                    out = model(tv[:, :3], tv[:, 3:])
+                    v = torch.softmax(out.logits, dim=1) if classes and out.logits is not None else out.score[:, None]
+                    views.append(v.float())
+                values.append((torch.stack(views).mean(dim=0) if tta > 1 else views[0]).cpu().numpy())
     finally:
         model.train(was_training)
     per_window = np.concatenate(values)
@@ -189,6 +212,7 @@ def change_map(
     power: float = 2.0,
     batch_size: int = 32,
     paint: Paint = "window",
+    tta: int = 1,
 ) -> NDArray[np.float32]:
     """Per-pixel change score: the weighted mean of ``1 - cos`` over the windows covering each pixel.
 
@@ -203,6 +227,7 @@ def change_map(
         batch_size: Windows per forward pass.
         paint: ``"window"`` gives each window's score to its whole window; ``"roi"`` only to its centred ROI
             (module docstring).
+        tta: Test-time views averaged per window: 1, 2, 4 or 8 (module docstring).
 
     Returns:
         ``(H, W)`` float32 map, values in ``[0, 2]``.
@@ -212,7 +237,7 @@ def change_map(
         GridMismatchError: The two images differ in size.
     """
     maps = _sliding(
-        model, optical_img, sar_img, window, stride, weighting, power, batch_size, classes=False, paint=paint
+        model, optical_img, sar_img, window, stride, weighting, power, batch_size, classes=False, paint=paint, tta=tta
     )
     score: NDArray[np.float32] = maps[0]
     return score
@@ -229,11 +254,13 @@ def class_map(
     power: float = 2.0,
     batch_size: int = 32,
     paint: Paint = "roi",
+    tta: int = 1,
 ) -> NDArray[np.float32]:
     """Per-pixel damage class probabilities from the class head, averaged like :func:`change_map`.
 
     The class head is trained on the class of each window's centred ROI, so by default (``paint="roi"``) a
-    window's probabilities go to its ROI only; ``paint="window"`` spreads them over the whole window.
+    window's probabilities go to its ROI only; ``paint="window"`` spreads them over the whole window. ``tta``
+    averages the probabilities over test-time views as :func:`change_map` does the scores.
 
     Returns:
         ``(n_classes, H, W)`` float32 probabilities; ``argmax(axis=0)`` gives the class map.
@@ -243,7 +270,7 @@ def class_map(
         GridMismatchError: The two images differ in size.
     """
     return _sliding(
-        model, optical_img, sar_img, window, stride, weighting, power, batch_size, classes=True, paint=paint
+        model, optical_img, sar_img, window, stride, weighting, power, batch_size, classes=True, paint=paint, tta=tta
     )
 
 

@@ -208,3 +208,22 @@ def test_predict_paints_rois_at_half_the_roi_by_default(run: Run, tmp_path: Path
         assert other.tags()["paint"] == "window" and other.tags()["stride"] == "64"
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert not np.allclose(got, windowed)  # the two paintings differ
+
+
+def test_predict_tta_averages_the_views_and_records_them(run: Run, tmp_path: Path) -> None:
+    from changescope.multimodal.model import load_model
+    from changescope.multimodal.pairs import normalise_pair, pair_sample, read_pair_arrays
+    from changescope.multimodal.predict import change_map
+
+    pre, post, _ = run.paths(run.pairs[0])
+    out = tmp_path / "tta.tif"
+    ok(["predict", "--model", str(run.model), "--pre", str(pre), "--post", str(post), "--out", str(out), "--tta", "4"])
+    net, _ = load_model(run.model)
+    optical, sar, _ = normalise_pair(read_pair_arrays(pair_sample(pre, post)))
+    expected = change_map(net, optical, sar, window=net.config.context, stride=64, tta=4)
+    single = change_map(net, optical, sar, window=net.config.context, stride=64)
+    with rasterio.open(out) as src:
+        got, tags = src.read(1), src.tags()
+    assert tags["tta"] == "4"
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert not np.allclose(got, single)

@@ -111,3 +111,49 @@ def test_class_map_needs_a_class_head():
     plain = PseudoSiamese(ModelConfig(architecture="test_resnet", hidden_dim=8, proj_dim=4, context=32, roi=8))
     with pytest.raises(ParameterError, match="no damage class head"):
         class_map(plain, *_images(h=32, w=32), window=32, stride=32)
+
+
+class _QuadrantModel(torch.nn.Module):
+    """Scores a window by the mean of a region of its optical band 0: not rotation-invariant, on purpose."""
+
+    def __init__(self, region: str) -> None:
+        super().__init__()
+        self.region = region
+        self.class_head = None
+        self.config = ModelConfig(architecture="test_resnet", hidden_dim=16, proj_dim=8, context=16, roi=8)
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> object:
+        half = optical.shape[-1] // 2
+        part = {
+            "top-left": optical[:, 0, :half, :half],
+            "top": optical[:, 0, :half, :],
+            "all": optical[:, 0],
+        }[self.region]
+
+        class _Out:
+            score = part.mean(dim=(-2, -1)) + 0 * sar.mean()
+            logits = None
+
+        return _Out()
+
+
+@pytest.mark.parametrize(("tta", "same_as"), [(8, "all"), (4, "all"), (2, "top")])
+@pytest.mark.parametrize("paint", ["window", "roi"])
+def test_tta_averages_the_rotated_and_flipped_views_of_each_window(tta, same_as, paint):
+    # the top-left quadrant of the 8 views (4 quarter turns, each also flipped) visits every quadrant twice: their
+    # mean is the window's mean; the first 2 views (0 and 1 quarter turn) see the top-left and top-right quadrants
+    optical, sar = _images(40, 36, seed=4)
+    got = change_map(_QuadrantModel("top-left"), optical, sar, window=16, stride=4, paint=paint, tta=tta)
+    want = change_map(_QuadrantModel(same_as), optical, sar, window=16, stride=4, paint=paint)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    single = change_map(_QuadrantModel("top-left"), optical, sar, window=16, stride=4, paint=paint)
+    assert not np.allclose(single, want, atol=1e-3)  # one view is not the mean
+
+
+def test_tta_with_a_real_model_stays_a_score_and_rejects_other_view_counts(model):
+    optical, sar = _images()
+    got = change_map(model, optical, sar, window=32, stride=12, tta=8)
+    assert got.shape == (50, 70) and ((got >= 0) & (got <= 2)).all()
+    with pytest.raises(ParameterError, match="tta=3"):
+        change_map(model, optical, sar, window=32, stride=12, tta=3)

@@ -22,7 +22,8 @@ of the blocks, drawn with ``--split-seed``, held out; ROIs straddling a boundary
   ``changed``, the published choice, contrasts each unchanged pair with the changed pairs only);
 - its map is :func:`~changescope.multimodal.predict.change_map` over the whole image (window = context), each
   window's score painted on its centred ROI at stride roi / 2 (``--paint roi``, the default here) or on the whole
-  window at stride context / 4 (``--paint window``).
+  window at stride context / 4 (``--paint window``); ``--tta 1 8`` also paints the same model's map with each window
+  averaged over 8 rotated and flipped views (one more column per value).
 
 The synthetic scenes are not split: the model trains on ``--synthetic-train`` (4) other seeded pairs of the same
 event and is evaluated on the whole held-out pair (``--synthetic-train 0``: split like the real scenes), as a user
@@ -37,7 +38,7 @@ is not trained on it. ``--save-maps DIR`` keeps every map. The README's table gi
 Usage: python benchmarks/multimodal_hetcd.py [--no-train] [--epochs 6] [--steps 30] [--context 64] [--lr 1e-4]
     [--paint roi] [--stage 3] [--pooling roi] [--negatives all] [--synthetic-train 4] [--split halves] [--blocks 4]
     [--val-share 0.5] [--split-seed 42] [--save-maps DIR] [--roi 16] [--arch resnet18] [--threads 2]
-    [--only shuguang italy] [--data ../shared/data/hetcd]
+    [--tta 1 8] [--only shuguang italy] [--data ../shared/data/hetcd]
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ def eval_region(scene: Scene, args: argparse.Namespace) -> NDArray[np.bool_]:
     return val_region(scene.change.shape, split_params(args))  # type: ignore[arg-type]
 
 
-def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[np.float32] | None:
-    """Train on the left half, return the whole-image change map (``None`` where no optical+SAR pair exists)."""
+def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> dict[int, NDArray[np.float32]] | None:
+    """Train on one region; the whole-image change map for each ``--tta`` (``None`` without an optical+SAR pair)."""
     if {scene.pre_modality, scene.post_modality} != {"optical", "sar"}:
         return None
     from changescope.multimodal.config import config_from_dict
@@ -243,7 +244,10 @@ def trained_map(scene: Scene, work: Path, args: argparse.Namespace) -> NDArray[n
     model, _ = load_model(result.last)
     optical, sar, _ = normalise_pair(read_pair_arrays(sample))
     stride = args.map_stride or (max(1, args.roi // 2) if args.paint == "roi" else max(1, args.context // 4))
-    return change_map(model, optical, sar, window=args.context, stride=stride, paint=args.paint, tta=args.tta)
+    return {
+        tta: change_map(model, optical, sar, window=args.context, stride=stride, paint=args.paint, tta=tta)
+        for tta in args.tta
+    }
 
 
 def main() -> None:
@@ -262,7 +266,14 @@ def main() -> None:
     ap.add_argument("--roi", type=int, default=16, help="ROI side (windows every roi / 2 px, painted at that stride)")
     ap.add_argument("--stage", type=int, default=3, help="backbone stage pooled (4: last, stride 32; 3: stride 16)")
     ap.add_argument("--paint", choices=["window", "roi"], default="roi")
-    ap.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8], help="test-time views averaged per window")
+    ap.add_argument(
+        "--tta",
+        type=int,
+        nargs="+",
+        default=[1],
+        choices=[1, 2, 4, 8],
+        help="test-time views averaged per window; several values: one column each (trained, tta N), one training",
+    )
     ap.add_argument(
         "--negatives", choices=["changed", "all"], default="all", help="InfoNCE negatives (loss; 'changed': published)"
     )
@@ -298,7 +309,8 @@ def main() -> None:
             s.pre, s.post, pre_modality=s.pre_modality, post_modality=s.post_modality, stride=32, valid=s.valid
         ),
     }
-    header = f"{'scene':<14}{'size':>10}{'chg%':>6} | " + " ".join(f"{m:>11}" for m in [*methods, "trained"])
+    trained_cols = ["trained", *(f"tta {n}" for n in args.tta[1:])] if args.train else []
+    header = f"{'scene':<14}{'size':>10}{'chg%':>6} | " + " ".join(f"{m:>11}" for m in [*methods, *trained_cols])
     print(
         f"pixel ROC AUC: whole image / evaluated region (split {args.split}: the model trains on the other region; "
         f"synthetic pairs: {args.synthetic_train} other seeds trained, the whole pair evaluated)"
@@ -322,15 +334,16 @@ def main() -> None:
             trained_half = float("nan")
             if args.train:
                 t0 = time.perf_counter()
-                tmap = trained_map(scene, Path(tmp), args)
-                if tmap is not None:
-                    maps["trained"] = tmap
-                if tmap is not None:
-                    trained_half = _auc(tmap, scene, right)
-                    cells.append(f"{_auc(tmap, scene, everywhere):.3f}/{trained_half:.3f}")
+                tmaps = trained_map(scene, Path(tmp), args)
+                if tmaps is not None:
+                    for col, tmap in zip(trained_cols, tmaps.values(), strict=True):
+                        maps[col] = tmap
+                        auc_half = _auc(tmap, scene, right)
+                        trained_half = auc_half if col == "trained" else trained_half
+                        cells.append(f"{_auc(tmap, scene, everywhere):.3f}/{auc_half:.3f}")
                     secs.append(f"train={time.perf_counter() - t0:.0f}")
                 else:
-                    cells.append(f"{'n/a':>11}")
+                    cells.extend(f"{'n/a':>11}" for _ in trained_cols)
             if args.save_maps is not None:
                 args.save_maps.mkdir(parents=True, exist_ok=True)
                 arrays = {"change": scene.change, "valid": scene.valid, "evaluated": right, **maps}

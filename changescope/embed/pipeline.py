@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import rasterio
 import torch
 import xarray as xr
 from dask.base import compute, is_dask_collection
@@ -48,6 +47,7 @@ from changescope.encoders.base import Encoder, Normalization
 from changescope.encoders.registry import create_encoder
 from changescope.errors import ParameterError
 from changescope.heap import release
+from changescope.io.handles import GDAL_CACHE_BYTES, bounded_block_cache
 from changescope.series import reflectance
 from changescope.storepath import StorePath
 
@@ -78,12 +78,6 @@ READ_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_
 """Threads that read a block's chunks (band files and windows of a lazy series) at once: GDAL releases the GIL, so
 they decode in parallel while the encoder waits for the block (two halve a Sentinel-2 block's read on 2 cores;
 three did no better)."""
-
-GDAL_CACHE_BYTES = 48 * 2**20
-"""GDAL block cache while a task reads its block. GDAL's default (5 % of the machine's RAM) grows every process by
-gigabytes on large stacks, while each task reads its pixels once but for the ring around the block, which lies in
-the neighbouring internal tiles. On a whole tile, 48 MiB read 66 blocks of 1024 px in the time 128 MiB did (34.1 s
-against 33.5-35.9 s) and kept 0.08 GiB less resident."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +194,7 @@ class SeriesSource:
         sub = self.date(t).isel(y=ys, x=xs)
         # one graph for both (shared reads), its chunks (band files, windows) read by a few threads: GDAL decodes
         # and warps without the GIL (a 1024 px block of 12 Sentinel-2 bands: 0.85 s in one thread, 0.46 s in two)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        with bounded_block_cache():
             refl, valid = compute(
                 reflectance(sub).data, sub["valid"].data, scheduler="threads", num_workers=READ_THREADS
             )

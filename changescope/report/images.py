@@ -15,6 +15,8 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from changescope.io.handles import bounded_block_cache
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -99,9 +101,13 @@ def _read_rgb_window(
     date: xr.Dataset, scale: NDArray[np.float32], offset: NDArray[np.float32], factor: int, window: tuple[slice, slice]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Downsampled RGB and invalid fraction of a window of one date (``date``: its RGB ``image`` and ``valid``)."""
+    from dask.base import compute
+
     sub = date.isel(y=window[0], x=window[1])
-    rgb = np.asarray(sub["image"].values, dtype=np.float32) * scale[:, None, None] + offset[:, None, None]
-    invalid = ~np.asarray(sub["valid"].values, dtype=bool)
+    with bounded_block_cache():  # GDAL's default cache (5 % of RAM) took a whole tile's report past 2 GiB
+        image, valid = compute(sub["image"].data, sub["valid"].data)  # one graph: chunks both need are read once
+    rgb = np.asarray(image, dtype=np.float32) * scale[:, None, None] + offset[:, None, None]
+    invalid = ~np.asarray(valid, dtype=bool)
     return block_mean(rgb, factor), block_mean(invalid.astype(np.float32), factor)
 
 

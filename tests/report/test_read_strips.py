@@ -48,3 +48,33 @@ def test_a_lazy_date_is_culled_once_for_its_strips(monkeypatch: pytest.MonkeyPat
     eager = read_rgb(long.compute(), 4, [2, 1, 0], 2)
     for a, b in zip(lazy, eager, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pixels_are_read_with_gdal_block_cache_bounded_and_image_and_mask_in_one_pass() -> None:
+    import dask
+    import dask.array as da
+    from rasterio.env import get_gdal_config
+
+    from changescope.io.handles import GDAL_CACHE_BYTES
+
+    ds = make_test_series(2, n_time=2, height=32, width=32)
+    seen: list[int] = []
+    reads = {"n": 0}
+
+    def chunk(block: np.ndarray) -> np.ndarray:  # runs in dask's threads, as a band file's read does
+        seen.append(int(get_gdal_config("GDAL_CACHEMAX")))
+        reads["n"] += 1
+        return block
+
+    values = ds["image"].values
+    image = da.from_array(values, chunks=(1, -1, 16, 16)).map_blocks(chunk, meta=np.array((), dtype=values.dtype))
+    lazy = ds.assign(image=(ds["image"].dims, image), valid=(ds["valid"].dims, da.from_array(ds["valid"].values)))
+    lazy = lazy.assign(valid=lazy["valid"] & (lazy["image"].isel(band=0) >= -1))  # the mask needs the image too
+    with dask.config.set(scheduler="threads"):
+        rgb, invalid = read_rgb(lazy, 1, [2, 1, 0], 2)
+    want = read_rgb(ds, 1, [2, 1, 0], 2)
+    np.testing.assert_array_equal(rgb, want[0])
+    np.testing.assert_array_equal(invalid, want[1])
+    assert seen and set(seen) == {GDAL_CACHE_BYTES}
+    assert int(get_gdal_config("GDAL_CACHEMAX")) != GDAL_CACHE_BYTES  # restored afterwards
+    assert reads["n"] == 4  # date 1's four chunks, each read once for the image and its mask

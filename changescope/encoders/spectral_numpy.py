@@ -50,7 +50,12 @@ def _normalise(x: F32, per_date: Literal["none", "brightness", "zscore"], has_na
     """The per-tile normalisation of ``(N, C, H, W)`` reflectance (see the ``spectral`` module docstring)."""
     if per_date == "brightness":
         bright = x.mean(axis=1, dtype=np.float32).reshape(x.shape[0], -1)
-        scale = np.nanquantile(bright, 0.5, axis=1).astype(np.float32) if has_nan else np.median(bright, axis=1)
+        if has_nan:  # tiles without a valid pixel keep NaN (then 1), without numpy's all-NaN warning
+            scale = np.full(bright.shape[0], np.nan, dtype=np.float32)
+            some = np.isfinite(bright).any(axis=1)
+            scale[some] = np.nanquantile(bright[some], 0.5, axis=1)
+        else:
+            scale = np.median(bright, axis=1)
         scale = np.where(np.isfinite(scale) & (np.abs(scale) > _EPS), scale, np.float32(1)).astype(np.float32)
         out: F32 = x / scale[:, None, None, None]
         return out

@@ -243,3 +243,20 @@ def test_the_numpy_path_equals_the_torch_path(per_date: str, clouds: bool) -> No
     assert fast.shape == slow.shape and fast.dtype == torch.float32
     torch.testing.assert_close(fast, slow, rtol=2e-5, atol=2e-6)
     assert bool((fast[1, :, 0, 0] == 0).all()) == clouds
+
+
+@pytest.mark.parametrize("per_date", ["none", "brightness", "zscore"])
+@pytest.mark.parametrize(("threads", "chunk_tiles"), [(1, 1), (2, 1), (2, 3), (3, 2)])
+def test_cell_features_a_few_tiles_at_a_time_in_threads_equal_one_pass(per_date, threads, chunk_tiles, monkeypatch):
+    import changescope.encoders.spectral_numpy as sn
+
+    rng = np.random.default_rng(8)
+    x = rng.random((7, 4, 32, 32), dtype=np.float32)
+    x[1, :, 3:20, 5:9] = np.nan  # a cloud in one tile
+    x[4, 2] = np.nan  # a band missing in another
+    whole = sn._cell_features(x, 8, [(3, 2), (1, 3)], per_date)
+    per_tile = (4 + 2 + 1) * 32 * 32 * 4
+    monkeypatch.setattr(sn, "CHUNK_BYTES", chunk_tiles * per_tile)
+    got = sn.cell_features(x, 8, [(3, 2), (1, 3)], per_date, threads)
+    assert got.shape == whole.shape == (7, 2 * 4 + 2 + 3, 4, 4)
+    np.testing.assert_array_equal(got, whole)

@@ -108,3 +108,22 @@ def test_validate_series_rejects_broken_datasets(tiny_series):
         validate_series(tiny_series.isel(time=[1, 0, 2, 3]))
     with pytest.raises(GridMismatchError, match="no CRS"):
         validate_series(tiny_series.drop_vars("spatial_ref"))
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float64"])
+def test_reflectance_values_of_read_arrays_equal_the_lazy_reflectance(dtype: str) -> None:
+    from changescope.series import reflectance, reflectance_values
+    from changescope.testing import make_test_series
+
+    ds = make_test_series(6, n_time=2, height=24, width=20, cloud_fraction=0.3)
+    raw = (ds["image"] * 1000 + 7.3).astype(dtype)
+    ds = ds.assign(image=raw).assign_coords(
+        scale=("band", [1e-4, 2e-4, 1e-4, 3e-4]), offset=("band", [-0.1, 0, 0.05, 0])
+    )
+    want = reflectance(ds).values
+    got = reflectance_values(ds["image"].values, ds["valid"].values, ds["scale"].values, ds["offset"].values)
+    assert got.dtype == np.float32 and not (~ds["valid"].values).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(got, want, equal_nan=True)
+    one = reflectance_values(ds["image"].values[1], ds["valid"].values[1], ds["scale"].values, ds["offset"].values)
+    assert np.array_equal(one, want[1], equal_nan=True)

@@ -48,7 +48,7 @@ from changescope.encoders.registry import create_encoder
 from changescope.errors import ParameterError
 from changescope.heap import release
 from changescope.io.handles import GDAL_CACHE_BYTES, bounded_block_cache
-from changescope.series import reflectance
+from changescope.series import reflectance_values
 from changescope.storepath import StorePath
 
 __all__ = [
@@ -195,10 +195,9 @@ class SeriesSource:
         # one graph for both (shared reads), its chunks (band files, windows) read by a few threads: GDAL decodes
         # and warps without the GIL (a 1024 px block of 12 Sentinel-2 bands: 0.85 s in one thread, 0.46 s in two)
         with bounded_block_cache():
-            refl, valid = compute(
-                reflectance(sub).data, sub["valid"].data, scheduler="threads", num_workers=READ_THREADS
-            )
-        return np.asarray(refl, dtype=np.float32), np.asarray(valid, dtype=bool)
+            image, valid = compute(sub["image"].data, sub["valid"].data, scheduler="threads", num_workers=READ_THREADS)
+        mask = np.asarray(valid, dtype=bool)
+        return reflectance_values(image, mask, sub["scale"].values, sub["offset"].values), mask
 
     def load(self, plan: TaskPlan, t: int, br: int, bc: int) -> PreparedBlock:
         """Block ``(br, bc)`` of date ``t`` read and prepared now (:func:`load_block`)."""

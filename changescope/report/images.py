@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -93,22 +94,43 @@ def painted_mean(grid: Any, values: NDArray[Any], factor: int) -> NDArray[np.flo
 
 
 READ_BYTES = 64 * 2**20
-"""Largest strip of full-resolution float32 RGB + mask read at a time by :func:`read_rgb` (a whole Sentinel-2 tile
-date is 1.4 GB of RGB alone)."""
+"""Largest strip of full-resolution float32 RGB + mask converted at a time by :func:`read_rgb` (a whole Sentinel-2
+tile date is 1.4 GB of RGB alone)."""
+
+
+def _read_window(date: xr.Dataset, window: tuple[slice, slice]) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """The stored ``image (C, h, w)`` and ``valid (h, w)`` of a window of one date, read in one pass."""
+    from dask.base import compute
+
+    sub = date.isel(y=window[0], x=window[1])
+    with bounded_block_cache():  # GDAL's default cache (5 % of RAM) took a whole tile's report past 2 GiB
+        image, valid = compute(sub["image"].data, sub["valid"].data)  # one graph: chunks both need are read once
+    return np.asarray(image), np.asarray(valid, dtype=bool)
+
+
+def _rgb_blocks(
+    image: NDArray[Any], valid: NDArray[np.bool_], scale: NDArray[np.float32], offset: NDArray[np.float32], factor: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Block means of the RGB reflectance and invalid fraction of read rows, converted within :data:`READ_BYTES`.
+
+    Rows past the last whole ``factor``-row block are dropped, as :func:`block_mean` drops them.
+    """
+    per_row = 4 * (image.shape[0] + 2) * max(1, image.shape[-1])  # float32 RGB, the mask, block_mean's temporaries
+    rows = factor * max(1, READ_BYTES // (per_row * factor))
+    parts = []
+    for r in range(0, max(1, image.shape[-2]), rows):
+        rgb = np.asarray(image[..., r : r + rows, :], dtype=np.float32) * scale[:, None, None] + offset[:, None, None]
+        invalid = ~valid[r : r + rows]
+        parts.append((block_mean(rgb, factor), block_mean(invalid.astype(np.float32), factor)))
+    return np.concatenate([p[0] for p in parts], axis=-2), np.concatenate([p[1] for p in parts], axis=-2)
 
 
 def _read_rgb_window(
     date: xr.Dataset, scale: NDArray[np.float32], offset: NDArray[np.float32], factor: int, window: tuple[slice, slice]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Downsampled RGB and invalid fraction of a window of one date (``date``: its RGB ``image`` and ``valid``)."""
-    from dask.base import compute
-
-    sub = date.isel(y=window[0], x=window[1])
-    with bounded_block_cache():  # GDAL's default cache (5 % of RAM) took a whole tile's report past 2 GiB
-        image, valid = compute(sub["image"].data, sub["valid"].data)  # one graph: chunks both need are read once
-    rgb = np.asarray(image, dtype=np.float32) * scale[:, None, None] + offset[:, None, None]
-    invalid = ~np.asarray(valid, dtype=bool)
-    return block_mean(rgb, factor), block_mean(invalid.astype(np.float32), factor)
+    image, valid = _read_window(date, window)
+    return _rgb_blocks(image, valid, scale, offset, factor)
 
 
 def date_rgb(ds: xr.Dataset, t: int, bands: list[int]) -> xr.Dataset:
@@ -125,13 +147,34 @@ def date_rgb(ds: xr.Dataset, t: int, bands: list[int]) -> xr.Dataset:
     return date
 
 
+def read_bounds(date: xr.Dataset, r0: int, r1: int, step: int) -> list[int]:
+    """Row bounds of the reads of rows ``r0:r1`` of one date: ``step`` rows at a time, or whole chunk rows.
+
+    A lazy series is read in whole rows of its chunks (as many as fit in ``step`` rows, at least one): a strip that
+    cut a chunk row would make the next strip decode that row of chunks again (strips of 301 rows decoded a whole
+    tile's 1024 px chunk rows 3-4 times each).
+    """
+    chunks = getattr(date["image"].data, "chunks", None)
+    if not chunks:
+        return [*range(r0, r1, max(1, step)), r1]
+    edges = np.cumsum((0, *chunks[-2]))
+    limit = max(step, int(max(chunks[-2])))
+    bounds, last = [r0], r0
+    for cut in [int(e) for e in edges if r0 < e < r1] + [r1]:
+        if cut - bounds[-1] > limit and last > bounds[-1]:
+            bounds.append(last)
+        last = cut
+    return [*bounds, r1]
+
+
 def read_rgb(
     ds: xr.Dataset, t: int, bands: list[int], factor: int = 1, window: tuple[slice, slice] | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Read one date's RGB reflectance (``(3, h, w)``, masked pixels kept) and its invalid fraction ``(h, w)``.
 
-    The window is read in strips of whole ``factor``-row blocks of at most :data:`READ_BYTES` each, so a whole tile
-    is downsampled in bounded memory (the result is that of one read).
+    A large window is read in strips (:func:`read_bounds`: whole chunk rows of a lazy series), the rows of a
+    ``factor``-row block cut by a strip's end carried over to the next, and converted within :data:`READ_BYTES`, so
+    a whole tile is downsampled in bounded memory, each chunk decoded once (the result is that of one read).
 
     Args:
         ds: The series.
@@ -153,10 +196,19 @@ def read_rgb(
         date = ds[["image", "valid"]].isel(time=t, band=bands)
         return _read_rgb_window(date, scale, offset, f, (slice(r0, r1), slice(c0, c1)))
     date = date_rgb(ds, t, bands)
-    parts = [
-        _read_rgb_window(date, scale, offset, f, (slice(r, min(r + step, r1)), slice(c0, c1)))
-        for r in range(r0, r1, step)
-    ]
+    bounds = read_bounds(date, r0, r1, step)
+    parts = []
+    carry: tuple[NDArray[Any], NDArray[np.bool_]] | None = None
+    for a, b in itertools.pairwise(bounds):
+        image, valid = _read_window(date, (slice(a, b), slice(c0, c1)))
+        if carry is not None:
+            image, valid = np.concatenate([carry[0], image], axis=-2), np.concatenate([carry[1], valid], axis=-2)
+        whole = (image.shape[-2] // f) * f
+        if whole:
+            parts.append(_rgb_blocks(image[..., :whole, :], valid[:whole], scale, offset, f))
+        carry = (image[..., whole:, :], valid[whole:]) if whole < image.shape[-2] else None
+    if not parts:  # fewer rows than one block
+        return _read_rgb_window(date, scale, offset, f, (slice(r0, r1), slice(c0, c1)))
     return np.concatenate([p[0] for p in parts], axis=-2), np.concatenate([p[1] for p in parts], axis=-2)
 
 

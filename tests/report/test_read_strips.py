@@ -16,13 +16,13 @@ def test_strips_give_the_image_of_one_read(monkeypatch: pytest.MonkeyPatch, fact
     ds = make_test_series(3, n_time=2, height=64, width=50, cloud_fraction=0.3)
     whole = read_rgb(ds, 1, [2, 1, 0], factor, window)
     calls: list[tuple[slice, slice]] = []
-    real = images._read_rgb_window
+    real = images._read_window
 
-    def spy(date, scale, offset, f, win):
+    def spy(date, win):
         calls.append(win)
-        return real(date, scale, offset, f, win)
+        return real(date, win)
 
-    monkeypatch.setattr(images, "_read_rgb_window", spy)
+    monkeypatch.setattr(images, "_read_window", spy)
     monkeypatch.setattr(images, "READ_BYTES", 4 * 5 * 50 * 2)  # about two rows of RGB + mask at a time
     strips = read_rgb(ds, 1, [2, 1, 0], factor, window)
     assert len(calls) > 3  # read in strips of whole blocks
@@ -30,6 +30,33 @@ def test_strips_give_the_image_of_one_read(monkeypatch: pytest.MonkeyPatch, fact
     for a, b in zip(whole, strips, strict=True):
         assert a.shape == b.shape
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("factor", [1, 3, 7])
+@pytest.mark.parametrize(("chunk", "rows"), [(8, 2), (8, 20), (5, 3)])
+def test_a_lazy_date_is_read_in_whole_chunk_rows_each_once(monkeypatch, factor: int, chunk: int, rows: int) -> None:
+    import dask.array as da
+
+    ds = make_test_series(4, n_time=2, height=61, width=30, cloud_fraction=0.3)
+    want = read_rgb(ds, 1, [2, 1, 0], factor, (slice(3, 58), slice(1, 29)))
+    reads: list[int] = []
+
+    def count(block: np.ndarray, block_info=None) -> np.ndarray:
+        reads.append(block_info[0]["chunk-location"][-2])
+        return block
+
+    values = ds["image"].values
+    image = da.from_array(values, chunks=(1, -1, chunk, chunk)).map_blocks(count, meta=np.array((), values.dtype))
+    lazy = ds.assign(image=(ds["image"].dims, image), valid=(ds["valid"].dims, da.from_array(ds["valid"].values)))
+    monkeypatch.setattr(images, "READ_BYTES", 4 * 5 * 28 * rows)  # `rows` rows of RGB + mask at a time
+    got = read_rgb(lazy, 1, [2, 1, 0], factor, (slice(3, 58), slice(1, 29)))
+    for a, b in zip(want, got, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    per_row = {r: reads.count(r) for r in set(reads)}
+    assert set(per_row) == set(range(3 // chunk, (58 - 1) // chunk + 1))  # every chunk row the window touches
+    cols = len({c // chunk for c in range(1, 29)})
+    assert all(n == cols for n in per_row.values())  # each chunk decoded once
 
 
 def test_a_lazy_date_is_culled_once_for_its_strips(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "block_max",
     "block_mean",
     "date_rgb",
     "figure_uri",
@@ -74,22 +76,39 @@ def block_mean(a: NDArray[Any], factor: int) -> NDArray[np.float32]:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
-def painted_mean(grid: Any, values: NDArray[Any], factor: int) -> NDArray[np.float32]:
-    """``block_mean(grid.paint(values), factor)`` of a ``(n_rows, n_cols)`` patch map, painted a strip at a time.
+def block_max(a: NDArray[Any], factor: int) -> NDArray[np.float32]:
+    """Maximum over ``factor x factor`` blocks of the last two axes, ignoring NaN (a block of NaN stays NaN)."""
+    arr = np.asarray(a, dtype=np.float32)
+    if factor <= 1:
+        return arr
+    h, w = (arr.shape[-2] // factor) * factor, (arr.shape[-1] // factor) * factor
+    blocks = arr[..., :h, :w].reshape(*arr.shape[:-2], h // factor, factor, w // factor, factor)
+    out: NDArray[np.float32] = np.fmax.reduce(np.fmax.reduce(blocks, axis=-1), axis=-2)
+    return out
+
+
+def painted_mean(
+    grid: Any,
+    values: NDArray[Any],
+    factor: int,
+    reduce: Callable[[NDArray[Any], int], NDArray[np.float32]] = block_mean,
+) -> NDArray[np.float32]:
+    """``reduce(grid.paint(values), factor)`` of a ``(n_rows, n_cols)`` patch map, painted a strip at a time.
 
     The full-resolution painting is float64: 0.96 GB per date on a whole Sentinel-2 tile, several times over in
     temporaries. Strips of whole ``factor``-row blocks, each within :data:`READ_BYTES`, give the same quicklook.
+    ``reduce`` is :func:`block_mean` (default) or :func:`block_max`.
     """
     if factor <= 1:
-        return block_mean(grid.paint(values), factor)
+        return reduce(grid.paint(values), factor)
     height = (int(grid.height) // factor) * factor
     blocks = max(1, READ_BYTES // (8 * 4 * factor * max(1, int(grid.width))))  # block rows per strip
     strips = [
-        block_mean(grid.paint(values, rows=slice(y, min(height, y + blocks * factor))), factor)
+        reduce(grid.paint(values, rows=slice(y, min(height, y + blocks * factor))), factor)
         for y in range(0, height, blocks * factor)
     ]
     if not strips:
-        return block_mean(grid.paint(values), factor)
+        return reduce(grid.paint(values), factor)
     return np.concatenate(strips, axis=-2)
 
 

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from changescope.report.figures import colorbar_figure, dendrogram_figure
 from changescope.report.images import (
     MAGENTA,
+    block_max,
     figure_uri,
     outline,
     overlay,
@@ -131,7 +132,7 @@ def scores_section(im: Imagery, cube: NDArray[np.float64], grid: Any, threshold:
     cmap = colormaps[CMAP]
     cards = []
     for t, when in enumerate(im.times):
-        painted = painted_mean(grid, cube[t], im.factor)
+        painted = painted_mean(grid, cube[t], im.factor, block_max)  # a hotspot stays visible when downsampled
         base = im.quicklook(t, mask=False).astype(np.float32).mean(axis=2, keepdims=True)
         grey = np.repeat(base * 0.8, 3, axis=2).astype(np.uint8)
         h, w = min(grey.shape[0], painted.shape[0]), min(grey.shape[1], painted.shape[1])
@@ -147,7 +148,7 @@ def scores_section(im: Imagery, cube: NDArray[np.float64], grid: Any, threshold:
     return (
         '<section id="scores"><h2>Score maps</h2>'
         f"<p>Patch change scores painted over the imagery (grey). Scores from 0 to {vmax:.2f} run from dark to "
-        "bright and opaque.</p>"
+        "bright and opaque; where the maps are downsampled, each pixel shows the highest score under it.</p>"
         f'<div class="legend">{img_tag(bar, "score colour bar")}</div>'
         f'<div class="grid">{"".join(cards)}</div></section>'
     )

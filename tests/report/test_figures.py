@@ -8,7 +8,7 @@ from PIL import Image
 
 from changescope.discover.cluster import centroid_hierarchy
 from changescope.report.figures import dendrogram_figure, linkage_from_merges, scatter_figure
-from changescope.report.images import block_mean, figure_png, outline, png_uri, rgb_indices, to_uint8
+from changescope.report.images import block_max, block_mean, figure_png, outline, png_uri, rgb_indices, to_uint8
 
 
 def _bands(names, wavelengths=None):
@@ -63,8 +63,18 @@ def test_scatter_figure_groups():
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_block_max_ignores_nan_and_keeps_the_highest():
+    a = np.array(
+        [[1.0, np.nan, 0.0, 0.0], [3.0, 2.0, 0.0, 9.0], [np.nan, np.nan, 5.0, 4.0], [np.nan, np.nan, 4.0, 4.0]]
+    )
+    out = block_max(a, 2)
+    np.testing.assert_array_equal(out, np.array([[3.0, 9.0], [np.nan, 5.0]], dtype=np.float32))
+    assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize("how", ["mean", "max"])
 @pytest.mark.parametrize(("size", "stride", "factor"), [(16, 16, 3), (16, 8, 5), (7, 7, 1), (8, 8, 64)])
-def test_painted_mean_strip_by_strip_equals_the_whole_painting_reduced(monkeypatch, size, stride, factor):
+def test_painted_mean_strip_by_strip_equals_the_whole_painting_reduced(monkeypatch, size, stride, factor, how):
     from affine import Affine
 
     import changescope.report.images as images
@@ -73,8 +83,9 @@ def test_painted_mean_strip_by_strip_equals_the_whole_painting_reduced(monkeypat
     grid = PatchGrid(size, stride, 203, 190, Affine(10.0, 0, 0.0, 0, -10.0, 0.0), "EPSG:32633")
     vals = np.random.default_rng(3).normal(size=grid.shape)
     vals[2, :4] = np.nan
-    want = images.block_mean(grid.paint(vals), factor)
+    reduce = images.block_mean if how == "mean" else images.block_max
+    want = reduce(grid.paint(vals), factor)
     monkeypatch.setattr(images, "READ_BYTES", 8 * 4 * factor * 190 * 2)  # strips of two block rows
-    got = images.painted_mean(grid, vals, factor)
+    got = images.painted_mean(grid, vals, factor, reduce)
     assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from changescope.cli.multimodal import _samples, mm_app
-from changescope.cli.options import Quiet
+from changescope.cli.options import Quiet, TestTimeViews
 from changescope.errors import ParameterError
 
 if TYPE_CHECKING:
@@ -100,13 +100,7 @@ def evaluate_command(
         Literal["window", "roi"],
         typer.Option("--paint", help="Pixels a window's score goes to: its whole window, or only its centred ROI."),
     ] = "window",
-    tta: Annotated[
-        int,
-        typer.Option(
-            "--tta",
-            help="Test-time views averaged per window: 1 (one pass), 2, 4 or 8 rotations and flips (x passes).",
-        ),
-    ] = 1,
+    tta: TestTimeViews = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
     holdout: Annotated[
         Path | None,

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from changescope.cli.multimodal import mm_app
-from changescope.cli.options import Quiet
+from changescope.cli.options import Quiet, TestTimeViews
 from changescope.errors import GridMismatchError, ParameterError
 
 if TYPE_CHECKING:
@@ -155,13 +155,7 @@ def predict_command(
             help="Pixels a window's score goes to: its whole window, or only its centred ROI (sharper, more windows).",
         ),
     ] = "window",
-    tta: Annotated[
-        int,
-        typer.Option(
-            "--tta",
-            help="Test-time views averaged per window: 1 (one pass), 2, 4 or 8 rotations and flips (x passes).",
-        ),
-    ] = 1,
+    tta: TestTimeViews = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
     classes: Annotated[

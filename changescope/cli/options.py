@@ -22,6 +22,7 @@ __all__ = [
     "Reproject",
     "Seed",
     "SeriesPath",
+    "TestTimeViews",
     "open_options",
 ]
 
@@ -29,6 +30,12 @@ SeriesPath = Annotated[Path, typer.Argument(help="A series: folder, file or stor
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+TestTimeViews = Annotated[
+    int,
+    typer.Option(
+        "--tta", help="Test-time views averaged per window: 1 (one pass), 2, 4 or 8 rotations and flips (x passes)."
+    ),
+]
 
 Reproject = Annotated[
     bool, typer.Option("--reproject", help="Reproject dates in another CRS onto the first date's grid.")

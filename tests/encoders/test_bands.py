@@ -107,15 +107,15 @@ def _normalize_reference(x: torch.Tensor, norm: Normalization, *, keep_nan: bool
     return torch.where(finite & torch.isfinite(x), x, torch.zeros_like(x))
 
 
-@pytest.mark.parametrize(
-    "norm",
-    [
-        Normalization(kind="none"),
-        Normalization(kind="meanstd", mean=(0.1, 0.2, 0.3), std=(0.05, 0.06, 0.0)),
-        Normalization(kind="stretch", low=2.0, high=98.0),
-        Normalization(kind="stretch", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), low=1.0, high=99.5),
-    ],
-)
+NORMS = [
+    Normalization(kind="none"),
+    Normalization(kind="meanstd", mean=(0.1, 0.2, 0.3), std=(0.05, 0.06, 0.0)),
+    Normalization(kind="stretch", low=2.0, high=98.0),
+    Normalization(kind="stretch", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), low=1.0, high=99.5),
+]
+
+
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("keep_nan", [False, True])
 def test_normalize_is_bit_identical_to_the_out_of_place_version_and_leaves_its_input(
     norm: Normalization, keep_nan: bool
@@ -146,15 +146,7 @@ def test_normalize_none_keeping_nan_turns_only_infinities_into_nan() -> None:
     assert zeroed[0, 0, 0, 0] == pytest.approx(0.1) and bool((zeroed[0, 0].flatten()[1:] == 0).all())
 
 
-@pytest.mark.parametrize(
-    "norm",
-    [
-        Normalization(kind="none"),
-        Normalization(kind="meanstd", mean=(0.1, 0.2, 0.3), std=(0.05, 0.06, 0.0)),
-        Normalization(kind="stretch", low=2.0, high=98.0),
-        Normalization(kind="stretch", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), low=1.0, high=99.5),
-    ],
-)
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("keep_nan", [False, True])
 def test_normalize_on_the_cpu_runs_in_numpy_with_the_torch_kernels_values(norm: Normalization, keep_nan: bool) -> None:
     x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1)) * 0.5

@@ -187,7 +187,8 @@ def test_the_analysts_loop(app_url: str, artefacts: Path) -> None:
 
             # 6. reload: the labels are still there (stored in the run folder)
             page.reload()
-            items.first.wait_for()
+            # the address reopens the change, and an open drawer hides the list: wait for the rows, not their display
+            items.first.wait_for(state="attached")
             expect(page.locator(f'[data-testid=change-item][data-event-id="{irrelevant}"]')).to_have_attribute(
                 "data-label", "irrelevant"
             )

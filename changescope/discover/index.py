@@ -23,7 +23,6 @@ building uses every core and single queries run on one thread (no spin-up cost p
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -32,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from changescope.cores import usable_cores
 from changescope.errors import ParameterError
 from changescope.types import IndexKind
 
@@ -139,19 +139,12 @@ def normalize_rows(vectors: NDArray[np.floating[Any]]) -> F32:
     return x
 
 
-def _usable_cores() -> int:
-    """CPU cores this process may run on (the affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return max(os.cpu_count() or 1, 1)
-
-
 @contextmanager
 def omp_threads(n: int | None) -> Iterator[None]:
     """Set faiss's OpenMP thread count inside the block (``None`` = all cores) and restore it afterwards."""
     faiss = load_faiss()
     before = int(faiss.omp_get_max_threads())
-    faiss.omp_set_num_threads(int(n) if n else _usable_cores())
+    faiss.omp_set_num_threads(int(n) if n else usable_cores())
     try:
         yield
     finally:

@@ -17,7 +17,6 @@ callback that kills the process there (``embed_series(..., before_flag=...)``).
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from dask.base import compute, is_dask_collection
 from dask.base import optimize as dask_optimize
 from numpy.typing import NDArray
 
+from changescope.cores import usable_cores
 from changescope.embed.blocks import (
     BlockPatches,
     Outputs,
@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 
-READ_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+READ_THREADS = min(2, usable_cores())
 """Threads that read a block's chunks (band files and windows of a lazy series) at once: GDAL releases the GIL, so
 they decode in parallel while the encoder waits for the block (two halve a Sentinel-2 block's read on 2 cores;
 three did no better)."""

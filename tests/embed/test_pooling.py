@@ -78,6 +78,27 @@ def test_valid_fraction_equals_grid_aggregate(size: int, stride: int) -> None:
     np.testing.assert_array_equal(got, grid.aggregate(valid, "fraction").astype(np.float32))
 
 
+@pytest.mark.parametrize(("size", "stride"), [(8, 8), (6, 6), (8, 4)])
+@pytest.mark.parametrize(("y0", "x0", "n_rows", "n_cols"), [(0, 0, 5, 4), (3, 5, 4, 3), (1, 0, 2, 1)])
+def test_valid_fraction_of_a_window_counts_its_patches(
+    size: int, stride: int, y0: int, x0: int, n_rows: int, n_cols: int
+) -> None:
+    rng = np.random.default_rng(7 * size + y0)
+    valid = rng.random((45, 38)) > 0.4
+    got = patch_valid_fraction(valid, size, stride, n_rows, n_cols, y0=y0, x0=x0)
+    want = np.array(
+        [
+            [
+                valid[y0 + r * stride : y0 + r * stride + size, x0 + c * stride : x0 + c * stride + size].mean()
+                for c in range(n_cols)
+            ]
+            for r in range(n_rows)
+        ],
+        dtype=np.float32,
+    )
+    np.testing.assert_array_equal(got, want)
+
+
 def test_valid_fraction_refuses_patches_outside() -> None:
     with pytest.raises(ParameterError, match="do not fit"):
         patch_valid_fraction(np.ones((8, 8), bool), 8, 8, 2, 1)

@@ -125,7 +125,8 @@ def patch_valid_fraction(
         tiled = valid[y0 : y0 + n_rows * size, x0 : x0 + n_cols * size] != 0
         by_row = tiled.reshape(n_rows, size, n_cols * size).sum(axis=1, dtype=count_type)
         tiles = by_row.reshape(n_rows, n_cols, size).sum(axis=2, dtype=count_type)
-        return (tiles / float(size * size)).astype(np.float32)
+        fractions: NDArray[np.float32] = (tiles / float(size * size)).astype(np.float32)
+        return fractions
     integral = np.zeros((h + 1, w + 1), dtype=count_type)
     integral[1:, 1:] = np.cumsum(np.cumsum(valid != 0, axis=0, dtype=count_type), axis=1)
     ys = y0 + np.arange(n_rows) * stride

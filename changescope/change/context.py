@@ -281,7 +281,7 @@ class _DateChunks:
         self.state, self.delta, self.pidx = state, delta, pidx
         self.n_eff, self.step, self.many = n_eff, step, many
         self.n_query = min(len(idx), n_eff + job.extra + 1)
-        self.search = _Search(state, job.exact_limit, probes=REDO_PROBES)
+        self.search = _Search(state, job.exact_limit, probes=REDO_PROBES, sharers=job.threads)
         self.local = np.full(ok.shape[0], -1, dtype=np.intp)
         self.local[idx] = np.arange(len(idx))
         self.scores = np.full(len(idx), np.nan)
@@ -337,8 +337,9 @@ class _Search:
     The index is built on first use, so a date whose peers all come from the shared table builds none.
     """
 
-    def __init__(self, state: F64, exact_limit: int, *, probes: int = IVF_PROBES) -> None:
+    def __init__(self, state: F64, exact_limit: int, *, probes: int = IVF_PROBES, sharers: int = 1) -> None:
         self.state = state
+        self.working_mb = max(8, _WORKING_MB // max(1, sharers))  # threads searching at once share the budget
         self.exact_limit = exact_limit
         self.probes = probes
         self._model: Any = None
@@ -361,7 +362,7 @@ class _Search:
             with self._lock:
                 if self._model is None:
                     self._model = NearestNeighbors(algorithm=_KNN).fit(self.state)
-            with sklearn.config_context(working_memory=_WORKING_MB):  # bounded distance chunks
+            with sklearn.config_context(working_memory=self.working_mb):  # bounded distance chunks
                 found = self._model.kneighbors(query, n_neighbors=k, return_distance=False)
             return np.asarray(found, dtype=np.intp)
         with self._lock:

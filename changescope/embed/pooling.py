@@ -97,7 +97,7 @@ def pool_feature_map(
 def patch_valid_fraction(
     valid: NDArray[Any], size: int, stride: int, n_rows: int, n_cols: int, *, y0: int = 0, x0: int = 0
 ) -> NDArray[np.float32]:
-    """Fraction of valid pixels in each patch, from an integral image (exact, any stride).
+    """Fraction of valid pixels in each patch (exact): sums where patches tile the mask, else an integral image.
 
     Args:
         valid: ``(h, w)`` boolean pixel mask.

@@ -23,7 +23,9 @@ observation fewer, so null scores are slightly larger than the scores of unchang
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +36,10 @@ from numpy.typing import NDArray
 from sklearn.neighbors import NearestNeighbors
 
 from changescope.change.reference import Reference, reference_mask
-from changescope.change.schedule import compute_dates
+from changescope.change.schedule import compute_dates, runs_one_at_a_time
 from changescope.change.scorers import PatchLOF
 from changescope.change.source import ArraySource, DateSource
+from changescope.cores import usable_cores
 from changescope.errors import ParameterError
 from changescope.heap import release
 
@@ -63,10 +66,13 @@ usable candidates in the table and are searched again, so this search sets the s
 probes on the whole tile's sub-patches, 4x faster than 32; the 24-date whole tile spent 58 % of its score stage
 in these searches at 32 probes)."""
 REDO_INDEXED = 1024
-"""A date whose patches lack scorable candidates for at least this many queries (extrapolated from the share of a
-chunk of patches that lack them) searches them in an IVF index of its scorable states (trained once for the date)
-rather than exhaustively (about 2.3 s per 1000 queries at 295 000 states); fewer queries take the exact flat
-search."""
+"""A date on which at least this many patches lack scorable candidates in the table searches them in an IVF index
+of its scorable states (trained once for the date) rather than exhaustively (about 2.3 s per 1000 queries at
+295 000 states); fewer queries take the exact flat search. The choice is the date's, whatever its chunks."""
+DATE_THREADS = 8
+"""Most threads sharing a date's chunks of patches when the dates run one at a time in this process (at most the
+usable cores). Their gathered peer changes share :data:`GATHER_BYTES`. Measured on a 6144 px x 24-date synthetic
+Sentinel-2 tile (2 cores): see the README's scale section."""
 EXACT_PEERS = 50_000
 """Patches up to which peers come from an exact search (scikit-learn, float64); above, from a faiss IVF index."""
 _KNN = "brute"
@@ -138,7 +144,9 @@ def peer_scores(
     extra = (2 * exclusion + 1) ** 2
     from dask.delayed import delayed
 
-    job = _DateJob(n_peers, extra, exclusion, k_nearest, n_neighbors, chunk, method, exact_limit)
+    # dates one at a time here (the default): each date's chunks share the cores; else the scheduler's workers do
+    threads = min(DATE_THREADS, usable_cores()) if runs_one_at_a_time() else 1
+    job = _DateJob(n_peers, extra, exclusion, k_nearest, n_neighbors, chunk, method, exact_limit, threads)
     # named, so dask never hashes (or copies into every task) the source and the positions
     src_d = delayed(src, name=f"peer-source-{uuid.uuid4().hex}", traverse=False)
     pos_d = delayed(pos, name=f"peer-positions-{uuid.uuid4().hex}", traverse=False)
@@ -185,6 +193,7 @@ class _DateJob:
     chunk: int
     method: str
     exact_limit: int
+    threads: int = 1
 
 
 def _score_date(
@@ -198,6 +207,10 @@ def _score_date(
     job: _DateJob,
 ) -> tuple[NDArray[np.intp], F64]:
     """Score the scorable patches ``ok`` of date ``t`` against their peers (a task of :func:`peer_scores`).
+
+    The patches are scored in chunks (memory: :data:`GATHER_BYTES` of gathered peer changes in all), shared among
+    ``job.threads`` threads; each patch's score depends on its own peers only, so the result is the same whatever
+    the chunks and threads.
 
     Returns:
         ``(idx, scores)``: the scored patches and their raw scores (NaN where too few peers).
@@ -215,28 +228,94 @@ def _score_date(
     delta -= state
     if own is not None:
         delta[own] = since_others
-    search = _Search(state, job.exact_limit, probes=REDO_PROBES)
-    pidx = pos[idx]
-    scores = np.full(len(idx), np.nan)
-    step = min(job.chunk, max(16, GATHER_BYTES // (8 * n_eff * delta.shape[1])))
-    local = np.full(ok.shape[0], -1, dtype=np.intp)
-    local[idx] = np.arange(len(idx))
-    for lo in range(0, len(idx), step):  # bounded memory: (step, n_peers) neighbours, (step, n_peers, D)
-        sl = slice(lo, lo + step)
-        peers, mask = table.neighbours(idx, ok, local, n_eff, sl)
-        redo = np.nonzero(mask.sum(axis=1) < n_eff)[0]
-        if redo.size:  # too many of the table's candidates unusable this date: search the scorable ones
-            rows = np.arange(lo, min(lo + step, len(idx)))[redo]
-            n_query = min(len(idx), n_eff + job.extra + 1)
-            many = redo.size * len(idx) >= REDO_INDEXED * len(peers)  # at this chunk's rate, for the whole date
-            found = search.kneighbors(state[rows], n_query, indexed=many)
-            peers[redo], mask[redo] = _far_first(found, pidx, pidx[rows], job.exclusion, n_eff)
-        scores[sl] = _score_against_peers(
-            delta[sl], delta[peers], mask, job.method, min(job.k_nearest, n_eff), job.n_neighbors
-        )
-    del search, delta, state
+    threads = max(1, job.threads)
+    work = _DateChunks(
+        table=table,
+        job=job,
+        idx=idx,
+        ok=ok,
+        state=state,
+        delta=delta,
+        pidx=pos[idx],
+        n_eff=n_eff,
+        step=min(job.chunk, max(16, GATHER_BYTES // (8 * n_eff * delta.shape[1] * threads))),
+        # searched again: an index of the date's states is worth building
+        many=table.lacking(idx, ok, n_eff) >= REDO_INDEXED,
+    )
+    del state, delta
+    starts = range(0, len(idx), work.step)
+    if threads > 1 and len(starts) > 1:  # numpy, faiss and scikit-learn release the GIL in their loops
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(work, starts):
+                pass
+    else:
+        for lo in starts:
+            work(lo)
+    scores = work.scores
+    del work
     release()  # what this date allocated goes back to the system before the next date
     return idx, scores
+
+
+class _DateChunks:
+    """One date's patches scored a chunk of ``step`` patches at a time (:func:`_score_date`).
+
+    Chunks run in any order and thread, each writing its own slice of :attr:`scores`.
+    """
+
+    def __init__(
+        self,
+        *,
+        table: _PeerTable,
+        job: _DateJob,
+        idx: NDArray[np.intp],
+        ok: NDArray[np.bool_],
+        state: F64,
+        delta: F64,
+        pidx: NDArray[np.integer],
+        n_eff: int,
+        step: int,
+        many: bool,
+    ) -> None:
+        self.table, self.job, self.idx, self.ok = table, job, idx, ok
+        self.state, self.delta, self.pidx = state, delta, pidx
+        self.n_eff, self.step, self.many = n_eff, step, many
+        self.n_query = min(len(idx), n_eff + job.extra + 1)
+        self.search = _Search(state, job.exact_limit, probes=REDO_PROBES)
+        self.local = np.full(ok.shape[0], -1, dtype=np.intp)
+        self.local[idx] = np.arange(len(idx))
+        self.scores = np.full(len(idx), np.nan)
+        self._buffers = threading.local()  # each thread's (step, n_eff, D) gather buffer, reused by its chunks
+
+    def _buffer(self, n: int) -> F64:
+        """This thread's buffer for ``n`` patches' peer changes.
+
+        One buffer per thread and date, not a fresh array per chunk: a gather into it took 4.7 ms against 12.6 ms
+        for ``np.take`` allocating (1613 patches x 100 peers x 26 dims: no new pages to fault in), and the allocator
+        keeps no freed chunks of it in the threads' arenas.
+        """
+        buf: F64 | None = getattr(self._buffers, "gather", None)
+        if buf is None:
+            buf = self._buffers.gather = np.empty((self.step, self.n_eff, self.delta.shape[1]))
+        return buf[:n]
+
+    def __call__(self, lo: int) -> None:
+        """Score patches ``idx[lo : lo + step]``.
+
+        Memory: ``(step, n_peers)`` neighbours and ``(step, n_peers, D)`` peer changes.
+        """
+        job, n_eff = self.job, self.n_eff
+        sl = slice(lo, lo + self.step)
+        peers, mask = self.table.neighbours(self.idx, self.ok, self.local, n_eff, sl)
+        redo = np.nonzero(mask.sum(axis=1) < n_eff)[0]
+        if redo.size:  # too many of the table's candidates unusable this date: search the scorable ones
+            rows = np.arange(lo, min(lo + self.step, len(self.idx)))[redo]
+            found = self.search.kneighbors(self.state[rows], self.n_query, indexed=self.many)
+            peers[redo], mask[redo] = _far_first(found, self.pidx, self.pidx[rows], job.exclusion, n_eff)
+        gathered = np.take(self.delta, peers, axis=0, out=self._buffer(len(peers)), mode="clip")
+        self.scores[sl] = _score_against_peers(
+            self.delta[sl], gathered, mask, job.method, min(job.k_nearest, n_eff), job.n_neighbors
+        )
 
 
 def null_mask(valid: NDArray[np.bool_], k: int) -> NDArray[np.bool_]:
@@ -264,6 +343,7 @@ class _Search:
         self.probes = probes
         self._model: Any = None
         self._faiss: dict[bool, Any] = {}
+        self._lock = threading.Lock()  # chunks of a date search from several threads: each index is built once
 
     def kneighbors(self, query: F64, k: int, *, indexed: bool = True) -> NDArray[np.intp]:
         """``(len(query), k)`` positions in ``state`` of each query's ``k`` nearest states, nearest first.
@@ -278,33 +358,39 @@ class _Search:
         """
         k = min(k, len(self.state))
         if len(self.state) <= self.exact_limit:
-            if self._model is None:
-                self._model = NearestNeighbors(algorithm=_KNN).fit(self.state)
+            with self._lock:
+                if self._model is None:
+                    self._model = NearestNeighbors(algorithm=_KNN).fit(self.state)
             with sklearn.config_context(working_memory=_WORKING_MB):  # bounded distance chunks
                 found = self._model.kneighbors(query, n_neighbors=k, return_distance=False)
             return np.asarray(found, dtype=np.intp)
-        import faiss
-
-        if indexed not in self._faiss:
-            data = np.ascontiguousarray(self.state, dtype=np.float32)
-            dim = data.shape[1]
-            if indexed:  # inverted lists over k-means cells, trained on an evenly spaced sample (deterministic)
-                nlist = max(1, int(IVF_CELLS_PER_SQRT * np.sqrt(len(data))))
-                model: Any = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
-                model.cp.seed = 0
-                step = max(1, len(data) // (IVF_TRAIN_PER_CELL * nlist))
-                model.train(data[::step])
-                model.nprobe = min(nlist, self.probes)
-            else:
-                model = faiss.IndexFlatL2(dim)
-            model.add(data)
-            self._faiss[indexed] = model
-        model = self._faiss[indexed]
+        with self._lock:
+            model = self._faiss.get(indexed)
+            if model is None:
+                model = self._faiss[indexed] = self._build(indexed)
         out = np.empty((len(query), k), dtype=np.intp)
         for lo in range(0, len(query), _QUERY_CHUNK):  # bounded memory: the distances of a chunk at a time
             q = np.ascontiguousarray(query[lo : lo + _QUERY_CHUNK], dtype=np.float32)
             out[lo : lo + len(q)] = model.search(q, k)[1]
         return out
+
+    def _build(self, indexed: bool) -> Any:
+        """The faiss index of :meth:`kneighbors`: inverted lists over k-means cells, or flat (exact)."""
+        import faiss
+
+        data = np.ascontiguousarray(self.state, dtype=np.float32)
+        dim = data.shape[1]
+        if indexed:  # inverted lists over k-means cells, trained on an evenly spaced sample (deterministic)
+            nlist = max(1, int(IVF_CELLS_PER_SQRT * np.sqrt(len(data))))
+            model: Any = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
+            model.cp.seed = 0
+            step = max(1, len(data) // (IVF_TRAIN_PER_CELL * nlist))
+            model.train(data[::step])
+            model.nprobe = min(nlist, self.probes)
+        else:
+            model = faiss.IndexFlatL2(dim)
+        model.add(data)
+        return model
 
 
 def _far_first(
@@ -394,6 +480,18 @@ class _PeerTable:
         del search
         release()
         return cls(np.array(ref, copy=True), state, table)
+
+    def lacking(self, idx: NDArray[np.intp], ok: NDArray[np.bool_], n_keep: int) -> int:
+        """How many of the patches ``idx`` hold fewer than ``n_keep`` candidates scorable where ``ok``.
+
+        Those are searched again by :func:`_score_date`. Counted a chunk of patches at a time.
+        """
+        n = 0
+        for lo in range(0, len(idx), _QUERY_CHUNK):
+            cand = self.table[idx[lo : lo + _QUERY_CHUNK]]
+            usable = (cand >= 0) & ok[np.maximum(cand, 0)]
+            n += int(np.count_nonzero(usable.sum(axis=1) < n_keep))
+        return n
 
     def neighbours(
         self, idx: NDArray[np.intp], ok: NDArray[np.bool_], local: NDArray[np.intp], n_keep: int, rows: slice

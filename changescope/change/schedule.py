@@ -15,7 +15,8 @@ whatever runs it.
 - ``--workers N``: ``N`` threads in this process. The embedding's local cluster of worker processes is closed when
   the embedding ends; the scoring tasks share one neighbour table and one source, which threads use without copies
   (NumPy, scikit-learn and faiss release the GIL in their loops);
-- neither (the default): dask's synchronous scheduler, one date at a time, as the embedding without workers.
+- neither (the default): dask's synchronous scheduler, one date at a time, as the embedding without workers; each
+  date's chunks of patches then share the usable cores (:data:`~changescope.change.context.DATE_THREADS`).
 
 :func:`compute_dates` runs a list of tasks with the scheduler in force: a ``dask.config`` scheduler, else the
 default ``distributed`` client, else synchronously (never dask's implicit thread pool of one thread per core,
@@ -30,7 +31,7 @@ from typing import Any
 
 from changescope.errors import ParameterError
 
-__all__ = ["SCHEDULER_TIMEOUT_S", "compute_dates", "score_scheduler"]
+__all__ = ["SCHEDULER_TIMEOUT_S", "compute_dates", "runs_one_at_a_time", "score_scheduler"]
 
 SCHEDULER_TIMEOUT_S = 30
 """Seconds to wait for the ``--scheduler`` given to the run."""
@@ -47,6 +48,19 @@ def _default_client() -> Any:
         return default_client()
     except ValueError:
         return None
+
+
+def runs_one_at_a_time() -> bool:
+    """Whether :func:`compute_dates` runs its tasks one after the other in this thread.
+
+    True under the synchronous scheduler, configured or by default: a task may then use every core itself.
+    """
+    import dask.config
+
+    scheduler = dask.config.get("scheduler", None)
+    if scheduler is None:
+        return _default_client() is None
+    return scheduler in ("synchronous", "sync", "single-threaded")
 
 
 def compute_dates(tasks: Sequence[Any]) -> tuple[Any, ...]:

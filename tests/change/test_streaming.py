@@ -207,3 +207,52 @@ def test_scoring_memory_does_not_grow_with_the_dates(monkeypatch: pytest.MonkeyP
     cube = 32 * 40 * 40 * 128 * 8  # the (T, N, D) float64 cube of the long series
     assert long < 1.5 * short, (short, long)  # memory O(N x D) + small (T, N) outputs, not O(T x N x D)
     assert long < cube / 2, (long, cube)
+
+
+@pytest.mark.parametrize("exact_limit", [10**9, 100])  # exact searches; faiss IVF indexes (table and cloudy date)
+def test_a_dates_chunks_in_threads_give_the_scores_of_one_pass(
+    monkeypatch: pytest.MonkeyPatch, exact_limit: int
+) -> None:
+    side, n_t = 40, 7
+    X, vf, _ = _landscape(side, n_t, 6, seed=11)
+    valid = (vf >= 0.5) & np.isfinite(X).all(axis=2)
+    valid[4, : side * side // 2] = False  # a cloudy date: many patches are searched again
+    times = pd.date_range("2020-01-01", periods=n_t, freq="MS")
+    rr, cc = np.divmod(np.arange(side * side), side)
+    pos = np.stack([rr, cc], axis=1)
+    threads_used: list[int] = []
+    original = context_module._score_date
+
+    def spy(*args: object) -> object:
+        threads_used.append(args[-1].threads)  # type: ignore[attr-defined]
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(context_module, "_score_date", spy)
+    monkeypatch.setattr(context_module, "usable_cores", lambda: 4)
+    monkeypatch.setattr(context_module, "REDO_INDEXED", 64)
+    monkeypatch.setattr(context_module, "DATE_THREADS", 1)
+    one = peer_scores(X, valid, times, pos, exact_limit=exact_limit, null=True)
+    assert set(threads_used) == {1}
+    monkeypatch.setattr(context_module, "DATE_THREADS", 3)
+    threads_used.clear()
+    for chunk in (4096, 37, 16):  # one chunk, many chunks in three threads
+        np.testing.assert_array_equal(
+            peer_scores(X, valid, times, pos, exact_limit=exact_limit, null=True, chunk=chunk), one
+        )
+    assert set(threads_used) == {3}
+    assert np.isfinite(one[4]).sum() > 100  # the cloudy date was scored
+
+
+def test_dates_share_the_cores_only_when_they_run_one_at_a_time() -> None:
+    import dask.config
+
+    from changescope.change.schedule import runs_one_at_a_time, score_scheduler
+
+    with score_scheduler():
+        assert runs_one_at_a_time()
+    with score_scheduler(workers=2):
+        assert not runs_one_at_a_time()
+    with dask.config.set(scheduler="threads"):
+        assert not runs_one_at_a_time()
+    with dask.config.set(scheduler="sync"):
+        assert runs_one_at_a_time()

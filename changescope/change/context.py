@@ -441,14 +441,24 @@ class _PeerTable:
     nearest candidates that are scorable that date; a patch with too few of them (a very cloudy date) is searched
     again among that date's scorable patches only (:func:`_score_date`), so the peers are exactly the ones a search
     per date would find (up to the approximation of faiss above ``exact_limit`` patches). The table is ``int32``:
-    ``N x fetch`` indices, with ``fetch`` twice the peers a date needs up to ``exact_limit`` patches and 1.5 times
-    above (:class:`_Fetch`).
+    ``fetch`` indices per patch that has a reference state (``row`` gives its row; nodata patches take none: 105 MB
+    less on a whole Sentinel-2 tile's sub-patches, 37 % of them outside the swath), with ``fetch`` twice the peers a
+    date needs up to ``exact_limit`` patches and 1.5 times above (:class:`_Fetch`).
     """
 
-    def __init__(self, ref: NDArray[np.bool_], state: F64, table: NDArray[np.int32]) -> None:
+    def __init__(self, ref: NDArray[np.bool_], state: F64, table: NDArray[np.int32], row: NDArray[np.int32]) -> None:
         self.ref = ref
         self.state = state
         self.table = table
+        self.row = row
+
+    def candidates(self, patches: NDArray[np.intp]) -> NDArray[np.int32]:
+        """``(len(patches), fetch)`` the table's candidates of ``patches`` (-1 where none; all -1 without a state)."""
+        r = self.row[patches]
+        cand = self.table[np.maximum(r, 0)]
+        if (r < 0).any():
+            cand[r < 0] = -1
+        return cand
 
     @classmethod
     def build(
@@ -468,7 +478,9 @@ class _PeerTable:
                 state[ref[j]] += src.date(j)[ref[j]]
         state[has] /= count[has, None]
         keep = fetch.size(len(has))
-        table = np.full((n, keep), -1, dtype=np.int32)
+        table = np.full((len(has), keep), -1, dtype=np.int32)
+        row = np.full(n, -1, dtype=np.int32)
+        row[has] = np.arange(len(has), dtype=np.int32)
         search = _Search(state[has], fetch.exact_limit)
         wanted = keep + (2 * fetch.exclusion + 1) ** 2  # enough to keep `keep` after the exclusion window
         pos = np.asarray(positions)[has]
@@ -476,10 +488,10 @@ class _PeerTable:
             rows = has[lo : lo + _QUERY_CHUNK]
             found = search.kneighbors(state[rows], wanted)
             nb, far = _far_first(found, pos, pos[lo : lo + len(rows)], fetch.exclusion, keep)
-            table[rows] = np.where(far, has[nb], -1)
+            table[lo : lo + len(rows)] = np.where(far, has[nb], -1)
         del search
         release()
-        return cls(np.array(ref, copy=True), state, table)
+        return cls(np.array(ref, copy=True), state, table, row)
 
     def lacking(self, idx: NDArray[np.intp], ok: NDArray[np.bool_], n_keep: int) -> int:
         """How many of the patches ``idx`` hold fewer than ``n_keep`` candidates scorable where ``ok``.
@@ -488,7 +500,7 @@ class _PeerTable:
         """
         n = 0
         for lo in range(0, len(idx), _QUERY_CHUNK):
-            cand = self.table[idx[lo : lo + _QUERY_CHUNK]]
+            cand = self.candidates(idx[lo : lo + _QUERY_CHUNK])
             usable = (cand >= 0) & ok[np.maximum(cand, 0)]
             n += int(np.count_nonzero(usable.sum(axis=1) < n_keep))
         return n
@@ -509,7 +521,7 @@ class _PeerTable:
             ``(neighbours, found)``, each ``(len(idx[rows]), n_keep)``: positions in ``idx``, and False where the
             table held fewer usable candidates (those rows must be searched again).
         """
-        cand = self.table[idx[rows]]
+        cand = self.candidates(idx[rows])
         usable = (cand >= 0) & ok[np.maximum(cand, 0)]
         first = np.argsort(~usable, axis=1, kind="stable")[:, :n_keep]  # usable candidates, in distance order
         found = np.take_along_axis(usable, first, axis=1)

@@ -124,3 +124,18 @@ def test_peer_distance_with_breaks_matches_a_naive_loop():
     got = peer_scores(X, valid, times, pos, n_peers=30, breaks=breaks)
     want = _naive_peer_distance(X, valid, times, pos, n_peers=30, breaks=breaks)
     np.testing.assert_allclose(got, want, rtol=1e-9, equal_nan=True)
+
+
+def test_patches_outside_the_swath_take_no_table_rows_and_keep_the_scores():
+    # a corner never observed (nodata outside the orbit's swath) has no reference state: the shared neighbour
+    # table holds rows only for the patches that have one, and the scores equal the plain loop's
+    X, valid, times, pos, _ = _landscape(seed=5, t=7)
+    rng = np.random.default_rng(3)
+    valid = rng.random(valid.shape) > 0.1
+    outside = (pos[:, 0] < 6) & (pos[:, 1] < 9)
+    valid[:, outside] = False
+    valid[4] &= rng.random(valid.shape[1]) > 0.8  # a cloudy date: its patches are searched again
+    got = peer_scores(X, valid, times, pos, n_peers=30)
+    want = _naive_peer_distance(X, valid, times, pos, n_peers=30)
+    np.testing.assert_allclose(got, want, rtol=1e-9, equal_nan=True)
+    assert np.isnan(got[:, outside]).all() and np.isfinite(got[:, ~outside]).any(axis=0).mean() > 0.9

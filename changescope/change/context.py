@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
 from numpy.typing import NDArray
-from sklearn.neighbors import NearestNeighbors
 
+from changescope.change.neighbours import EXACT_PEERS, Fetch, PeerTable, StateSearch, far_first
 from changescope.change.reference import Reference, reference_mask
 from changescope.change.schedule import compute_dates, runs_one_at_a_time
 from changescope.change.scorers import PatchLOF
@@ -46,20 +45,9 @@ from changescope.heap import release
 __all__ = ["null_mask", "peer_scores"]
 
 F64 = NDArray[np.float64]
-_QUERY_CHUNK = 8192
 GATHER_BYTES = 64 * 2**20
 """Most bytes of peer changes ``(patches, n_peers, D)`` float64 gathered at once (fewer patches for wide
 embeddings: 4096 x 100 x 768 would be 2.5 GB)."""
-_WORKING_MB = 64
-"""scikit-learn's working memory (MiB) for the exact search's distance chunks (its default is 1 GiB)."""
-IVF_CELLS_PER_SQRT = 2
-"""Cells of the faiss inverted-file index used above ``exact_limit`` patches: this times the square root of N."""
-IVF_TRAIN_PER_CELL = 40
-"""States per cell its k-means is trained on (an evenly spaced sample)."""
-IVF_PROBES = 32
-"""Cells searched per query (the nearest ones): recall against cost. On a whole synthetic Sentinel-2 tile's 16 px
-sub-patches (295 000 states, 26-d spectral, 1085 cells), recall@150 against the exact search was 0.978 / 0.997 /
-0.9996 / 1.0 at 8 / 16 / 32 / 64 probes for 0.06 / 0.10 / 0.15 / 0.21 s per 1000 queries."""
 REDO_PROBES = 8
 """Cells searched per query by a date's own index (:data:`REDO_INDEXED`): on a cloudy date most patches lack
 usable candidates in the table and are searched again, so this search sets the stage's time (recall@150 0.978 at 8
@@ -73,11 +61,6 @@ DATE_THREADS = 8
 """Most threads sharing a date's chunks of patches when the dates run one at a time in this process (at most the
 usable cores). Their gathered peer changes share :data:`GATHER_BYTES`. Measured on a 6144 px x 24-date synthetic
 Sentinel-2 tile (2 cores): see the README's scale section."""
-EXACT_PEERS = 50_000
-"""Patches up to which peers come from an exact search (scikit-learn, float64); above, from a faiss IVF index."""
-_KNN = "brute"
-"""Exact neighbour search by (chunked) pairwise distances: embeddings have too many dimensions for trees to prune
-(on 36864 states of 15 dimensions, 5x faster than a k-d tree, with the same neighbours)."""
 
 
 def peer_scores(
@@ -161,12 +144,12 @@ def peer_scores(
             continue
         key = np.packbits(ref[t]).tobytes()  # dates with the same reference states share one table ("first": all)
         if key not in tables:
-            tables[key] = delayed(_PeerTable.build, pure=False)(
+            tables[key] = delayed(PeerTable.build, pure=False)(
                 np.array(ref[t]),
                 count,
                 src_d,
                 pos_d,
-                _Fetch(n_peers, exclusion, exact_limit),
+                Fetch(n_peers, exclusion, exact_limit),
                 dask_key_name=f"peer-table-{t}-{uuid.uuid4().hex}",
             )
         own = None if loo is None else loo[t]
@@ -197,7 +180,7 @@ class _DateJob:
 
 
 def _score_date(
-    table: _PeerTable,
+    table: PeerTable,
     src: DateSource,
     pos: NDArray[np.integer],
     t: int,
@@ -266,7 +249,7 @@ class _DateChunks:
     def __init__(
         self,
         *,
-        table: _PeerTable,
+        table: PeerTable,
         job: _DateJob,
         idx: NDArray[np.intp],
         ok: NDArray[np.bool_],
@@ -281,7 +264,7 @@ class _DateChunks:
         self.state, self.delta, self.pidx = state, delta, pidx
         self.n_eff, self.step, self.many = n_eff, step, many
         self.n_query = min(len(idx), n_eff + job.extra + 1)
-        self.search = _Search(state, job.exact_limit, probes=REDO_PROBES)
+        self.search = StateSearch(state, job.exact_limit, probes=REDO_PROBES)
         self.local = np.full(ok.shape[0], -1, dtype=np.intp)
         self.local[idx] = np.arange(len(idx))
         self.scores = np.full(len(idx), np.nan)
@@ -311,7 +294,7 @@ class _DateChunks:
         if redo.size:  # too many of the table's candidates unusable this date: search the scorable ones
             rows = np.arange(lo, min(lo + self.step, len(self.idx)))[redo]
             found = self.search.kneighbors(self.state[rows], self.n_query, indexed=self.many)
-            peers[redo], mask[redo] = _far_first(found, self.pidx, self.pidx[rows], job.exclusion, n_eff)
+            peers[redo], mask[redo] = far_first(found, self.pidx, self.pidx[rows], job.exclusion, n_eff)
         gathered = np.take(self.delta, peers, axis=0, out=self._buffer(len(peers)), mode="clip")
         self.scores[sl] = _score_against_peers(
             self.delta[sl], gathered, mask, job.method, min(job.k_nearest, n_eff), job.n_neighbors
@@ -329,205 +312,6 @@ def null_mask(valid: NDArray[np.bool_], k: int) -> NDArray[np.bool_]:
     )
     first = ref[-1] if ref.shape[0] else np.zeros_like(valid)
     return np.asarray(first & (first.sum(axis=0) >= 2)[None, :], dtype=bool)
-
-
-class _Search:
-    """Nearest neighbours among a set of states: exact (brute force) up to ``exact_limit`` states, else faiss IVF.
-
-    The index is built on first use, so a date whose peers all come from the shared table builds none.
-    """
-
-    def __init__(self, state: F64, exact_limit: int, *, probes: int = IVF_PROBES) -> None:
-        self.state = state
-        self.exact_limit = exact_limit
-        self.probes = probes
-        self._model: Any = None
-        self._faiss: dict[bool, Any] = {}
-        self._lock = threading.Lock()  # chunks of a date search from several threads: each index is built once
-
-    def kneighbors(self, query: F64, k: int, *, indexed: bool = True) -> NDArray[np.intp]:
-        """``(len(query), k)`` positions in ``state`` of each query's ``k`` nearest states, nearest first.
-
-        Args:
-            query: ``(n, D)`` states to look up.
-            k: Neighbours wanted (capped by the states there are).
-            indexed: Above ``exact_limit`` states, search a faiss inverted-file index (worth training for many queries);
-                otherwise an exact faiss flat search (a few queries: nothing to train). Each is built once.
-
-        An approximate search that found fewer fills the rest with -1.
-        """
-        k = min(k, len(self.state))
-        if len(self.state) <= self.exact_limit:
-            with self._lock:
-                if self._model is None:
-                    self._model = NearestNeighbors(algorithm=_KNN).fit(self.state)
-            with sklearn.config_context(working_memory=_WORKING_MB):  # bounded distance chunks
-                found = self._model.kneighbors(query, n_neighbors=k, return_distance=False)
-            return np.asarray(found, dtype=np.intp)
-        with self._lock:
-            model = self._faiss.get(indexed)
-            if model is None:
-                model = self._faiss[indexed] = self._build(indexed)
-        out = np.empty((len(query), k), dtype=np.intp)
-        for lo in range(0, len(query), _QUERY_CHUNK):  # bounded memory: the distances of a chunk at a time
-            q = np.ascontiguousarray(query[lo : lo + _QUERY_CHUNK], dtype=np.float32)
-            out[lo : lo + len(q)] = model.search(q, k)[1]
-        return out
-
-    def _build(self, indexed: bool) -> Any:
-        """The faiss index of :meth:`kneighbors`: inverted lists over k-means cells, or flat (exact)."""
-        import faiss
-
-        data = np.ascontiguousarray(self.state, dtype=np.float32)
-        dim = data.shape[1]
-        if indexed:  # inverted lists over k-means cells, trained on an evenly spaced sample (deterministic)
-            nlist = max(1, int(IVF_CELLS_PER_SQRT * np.sqrt(len(data))))
-            model: Any = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
-            model.cp.seed = 0
-            step = max(1, len(data) // (IVF_TRAIN_PER_CELL * nlist))
-            model.train(data[::step])
-            model.nprobe = min(nlist, self.probes)
-        else:
-            model = faiss.IndexFlatL2(dim)
-        model.add(data)
-        return model
-
-
-def _far_first(
-    found: NDArray[np.intp], positions: NDArray[np.integer], here: NDArray[np.integer], exclusion: int, n_keep: int
-) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-    """The first ``n_keep`` of each row's neighbours ``found`` (nearest first, -1 = none) that lie far away.
-
-    Args:
-        found: ``(n, k)`` neighbour indices into ``positions``.
-        positions: ``(M, 2)`` patch ``(row, col)`` of the states ``found`` indexes.
-        here: ``(n, 2)`` the querying patches' positions.
-        exclusion: Patches within this many rows and columns are not far.
-        n_keep: Neighbours kept per row.
-
-    Returns:
-        ``(neighbours, far)``, each ``(n, n_keep)``: the far neighbours, nearest first, then near ones (``far``
-        False) where a row has fewer far ones.
-    """
-    nb = np.where(found >= 0, found, 0)
-    near = (np.abs(positions[nb, 0] - here[:, None, 0]) <= exclusion) & (
-        np.abs(positions[nb, 1] - here[:, None, 1]) <= exclusion
-    )
-    far = ~near & (found >= 0)
-    order = np.argsort(~far, axis=1, kind="stable")[:, :n_keep]  # the closest far-away patches first
-    return np.take_along_axis(nb, order, axis=1), np.take_along_axis(far, order, axis=1)
-
-
-@dataclass(frozen=True)
-class _Fetch:
-    """How many far-away candidates the peer table keeps per patch (:meth:`_PeerTable.build`)."""
-
-    n_peers: int
-    exclusion: int
-    exact_limit: int
-
-    def size(self, n_states: int) -> int:
-        """Candidates kept: twice the peers a date needs up to ``exact_limit`` states, 1.5 times above."""
-        spare = 2 * self.n_peers if n_states <= self.exact_limit else (3 * self.n_peers) // 2
-        return min(n_states, spare)
-
-
-class _PeerTable:
-    """Nearest far-away reference states of every patch, shared by the dates that have the same reference mask.
-
-    With the ``"first"`` reference every date has the same reference states, so the nearest-neighbour search (the
-    bulk of the cost) runs once instead of once per date. The spatial exclusion does not depend on the date either,
-    so the table keeps only candidates outside each patch's exclusion window. Each date then keeps, per patch, the
-    nearest candidates that are scorable that date; a patch with too few of them (a very cloudy date) is searched
-    again among that date's scorable patches only (:func:`_score_date`), so the peers are exactly the ones a search
-    per date would find (up to the approximation of faiss above ``exact_limit`` patches). The table is ``int32``:
-    ``fetch`` indices per patch that has a reference state (``row`` gives its row; patches never observed, such as
-    nodata outside a tile's swath, take none: 282 MB for 470 000 sub-patches fully observed, less in proportion
-    otherwise), with ``fetch`` twice the peers a date needs up to ``exact_limit`` patches and 1.5 times above
-    (:class:`_Fetch`).
-    """
-
-    def __init__(self, ref: NDArray[np.bool_], state: F64, table: NDArray[np.int32], row: NDArray[np.int32]) -> None:
-        self.ref = ref
-        self.state = state
-        self.table = table
-        self.row = row
-
-    def candidates(self, patches: NDArray[np.intp]) -> NDArray[np.int32]:
-        """``(len(patches), fetch)`` the table's candidates of ``patches`` (-1 where none; all -1 without a state)."""
-        r = self.row[patches]
-        cand = self.table[np.maximum(r, 0)]
-        if (r < 0).any():
-            cand[r < 0] = -1
-        return cand
-
-    @classmethod
-    def build(
-        cls,
-        ref: NDArray[np.bool_],
-        count: NDArray[np.integer],
-        src: DateSource,
-        positions: NDArray[np.integer],
-        fetch: _Fetch,
-    ) -> _PeerTable:
-        """Reference states (``ref (T, N)``: reference observations of one date) and their far-away neighbours."""
-        n_t, n, dim = src.shape
-        has = np.nonzero(count > 0)[0]
-        state = np.zeros((n, dim))
-        for j in range(n_t):  # one date of embeddings at a time
-            if ref[j].any():
-                state[ref[j]] += src.date(j)[ref[j]]
-        state[has] /= count[has, None]
-        keep = fetch.size(len(has))
-        table = np.full((len(has), keep), -1, dtype=np.int32)
-        row = np.full(n, -1, dtype=np.int32)
-        row[has] = np.arange(len(has), dtype=np.int32)
-        search = _Search(state[has], fetch.exact_limit)
-        wanted = keep + (2 * fetch.exclusion + 1) ** 2  # enough to keep `keep` after the exclusion window
-        pos = np.asarray(positions)[has]
-        for lo in range(0, len(has), _QUERY_CHUNK):  # bounded memory: a chunk of neighbour lists at a time
-            rows = has[lo : lo + _QUERY_CHUNK]
-            found = search.kneighbors(state[rows], wanted)
-            nb, far = _far_first(found, pos, pos[lo : lo + len(rows)], fetch.exclusion, keep)
-            table[lo : lo + len(rows)] = np.where(far, has[nb], -1)
-        del search
-        release()
-        return cls(np.array(ref, copy=True), state, table, row)
-
-    def lacking(self, idx: NDArray[np.intp], ok: NDArray[np.bool_], n_keep: int) -> int:
-        """How many of the patches ``idx`` hold fewer than ``n_keep`` candidates scorable where ``ok``.
-
-        Those are searched again by :func:`_score_date`. Counted a chunk of patches at a time.
-        """
-        n = 0
-        for lo in range(0, len(idx), _QUERY_CHUNK):
-            cand = self.candidates(idx[lo : lo + _QUERY_CHUNK])
-            usable = (cand >= 0) & ok[np.maximum(cand, 0)]
-            n += int(np.count_nonzero(usable.sum(axis=1) < n_keep))
-        return n
-
-    def neighbours(
-        self, idx: NDArray[np.intp], ok: NDArray[np.bool_], local: NDArray[np.intp], n_keep: int, rows: slice
-    ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-        """The ``n_keep`` nearest scorable far-away candidates of the patches ``idx[rows]``, nearest first.
-
-        Args:
-            idx: The scorable patches of the date.
-            ok: ``(N,)`` scorable patches of the date.
-            local: ``(N,)`` each patch's position in ``idx`` (-1 where not scorable).
-            n_keep: Candidates wanted.
-            rows: Which of ``idx`` to look up.
-
-        Returns:
-            ``(neighbours, found)``, each ``(len(idx[rows]), n_keep)``: positions in ``idx``, and False where the
-            table held fewer usable candidates (those rows must be searched again).
-        """
-        cand = self.candidates(idx[rows])
-        usable = (cand >= 0) & ok[np.maximum(cand, 0)]
-        first = np.argsort(~usable, axis=1, kind="stable")[:, :n_keep]  # usable candidates, in distance order
-        found = np.take_along_axis(usable, first, axis=1)
-        nb = local[np.maximum(np.take_along_axis(cand, first, axis=1), 0)]
-        return np.where(found, nb, 0), found
 
 
 def _score_against_peers(

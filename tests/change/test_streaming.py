@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 import changescope.change.context as context_module
+import changescope.change.neighbours as neighbours_module
 import changescope.change.source as source_module
 from changescope.change.context import peer_scores
 from changescope.change.events import extract_events
@@ -141,14 +142,14 @@ def test_a_cloudy_date_searches_its_scorable_patches_in_an_index_and_keeps_the_s
     rr, cc = np.divmod(np.arange(side * side), side)
     pos = np.stack([rr, cc], axis=1)
     built: list[tuple[bool, int]] = []
-    original = context_module._Search.kneighbors
+    original = neighbours_module.StateSearch.kneighbors
 
     def spy(self: object, query: np.ndarray, k: int, *, indexed: bool = True) -> np.ndarray:
         built.append((indexed, len(query)))
         return original(self, query, k, indexed=indexed)  # type: ignore[arg-type]
 
     exact = peer_scores(X, valid, times, pos, exact_limit=10**9)
-    monkeypatch.setattr(context_module._Search, "kneighbors", spy)
+    monkeypatch.setattr(neighbours_module.StateSearch, "kneighbors", spy)
     monkeypatch.setattr(context_module, "REDO_INDEXED", 10**9)
     flat = peer_scores(X, valid, times, pos, exact_limit=100)
     assert built and not any(ix for ix, _ in built[1:])  # the table's index, then exhaustive searches
@@ -199,7 +200,7 @@ def _peak_scoring(n_t: int, side: int = 40, dim: int = 128) -> tuple[int, int, i
 
 def test_scoring_memory_does_not_grow_with_the_dates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(context_module, "GATHER_BYTES", 2**20)  # peer changes gathered 1 MiB at a time
-    monkeypatch.setattr(context_module, "_WORKING_MB", 1)  # and the exact search's distances
+    monkeypatch.setattr(neighbours_module, "_WORKING_MB", 1)  # and the exact search's distances
     short, widest_short, scored_short = _peak_scoring(8)
     long, widest_long, scored_long = _peak_scoring(32)
     assert widest_short == widest_long == 1  # one date read at a time
